@@ -1,0 +1,307 @@
+"""Accounts: register, authenticate, change passwords, administer users.
+
+Nothing here knows about HTTP: failures are raised as :class:`Problem` codes and
+the API layer turns them into responses.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Sequence
+
+from flask import current_app
+from sqlalchemy import ColumnElement, func, or_, select, true
+from sqlalchemy.exc import IntegrityError
+
+from . import audit, clock, sessions
+from .db import get_session
+from .errors import Problem
+from .models import AuthSession, User
+from .passwords import get_passwords, password_problem
+from .throttle import get_throttle
+
+USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+MAX_EMAIL_LENGTH = 254
+ROLE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+ROLE_RULE = "1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
+
+
+def normalize(value: str) -> str:
+    """NFKC-normalise what a person typed, keeping its case."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+def canonical(value: str) -> str:
+    """The key under which names compare: NFKC, case-folded, NFKC again."""
+    return unicodedata.normalize("NFKC", normalize(value).casefold())
+
+
+def register(
+    username: str, password: str, email: str | None = None, *, address: str | None
+) -> User:
+    """Create an account after checking the username, e-mail and password policy."""
+    if current_app.config["REGISTRATION"] == "closed":
+        raise Problem("registration_closed")
+    get_throttle().registration_attempt(address)
+    return create_user(username, password, email=email)
+
+
+def create_user(
+    username: str,
+    password: str,
+    *,
+    email: str | None = None,
+    roles: list[str] | None = None,
+) -> User:
+    """Insert a user; the same policy for the API and the command line."""
+    username = normalize(username)
+    email = normalize(email) if email is not None else None
+    errors = _registration_errors(username, password, email)
+    errors.update(_roles_errors(roles or []))
+    if errors:
+        raise Problem("validation_error", errors=errors)
+    now = clock.now()
+    user = User(
+        username=username,
+        username_key=canonical(username),
+        email=email,
+        email_key=canonical(email) if email else None,
+        password_hash=get_passwords().hash(password),
+        is_active=True,
+        roles=sorted(set(roles or [])),
+        created_at=now,
+        updated_at=now,
+        password_changed_at=now,
+    )
+    db = get_session()
+    db.add(user)
+    try:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
+        raise Problem(
+            "already_exists", "The username or e-mail is already taken."
+        ) from None
+    audit.record("user_created", user_id=user.id)
+    return user
+
+
+def _registration_errors(
+    username: str, password: str, email: str | None
+) -> dict[str, str]:
+    errors = {}
+    # Case folding can lengthen a name ("ß" is "ss"), so the key is checked too.
+    if not USERNAME_PATTERN.fullmatch(username) or len(canonical(username)) > 64:
+        errors["username"] = (
+            "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
+        )
+    if email is not None and (
+        len(canonical(email)) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.fullmatch(email)
+    ):
+        errors["email"] = "must be a valid e-mail address"
+    problem = _password_problem(password, username)
+    if problem:
+        errors["password"] = problem
+    return errors
+
+
+def _roles_errors(roles: Sequence[str]) -> dict[str, str]:
+    if all(ROLE_PATTERN.fullmatch(role) for role in roles):
+        return {}
+    return {"roles": f"each role must be {ROLE_RULE}"}
+
+
+def _password_problem(password: str, username: str) -> str | None:
+    min_length = current_app.config["PASSWORD_MIN_LENGTH"]
+    return password_problem(password, username=username, min_length=min_length)
+
+
+def authenticate(username: str, password: str) -> User:
+    """Return the active user with these credentials, or raise ``invalid_credentials``.
+
+    Unknown user, wrong password and disabled account fail alike and cost one
+    password verification each, so neither the answer nor its timing tells them
+    apart. A hash made with outdated parameters is redone.
+    """
+    key = canonical(username)
+    user = get_session().scalar(
+        select(User).where(or_(User.username_key == key, User.email_key == key))
+    )
+    passwords = get_passwords()
+    if user is None:
+        passwords.verify_dummy(password)
+    elif _verify(user, password) and user.is_active:
+        return user
+    audit.record("login_failed", user_id=user.id if user else None)
+    raise Problem("invalid_credentials")
+
+
+def _verify(user: User, password: str) -> bool:
+    passwords = get_passwords()
+    result = passwords.verify(user.password_hash, password)
+    if result.ok and result.needs_rehash:
+        user.password_hash = passwords.hash(password)
+    return result.ok
+
+
+def login(
+    username: str, password: str, client: sessions.Client
+) -> sessions.IssuedTokens:
+    """Check credentials (throttled) and open a new session."""
+    with get_throttle().login_attempt(canonical(username), client.ip_address):
+        user = authenticate(username, password)
+    return sessions.open_session(user, client)
+
+
+def change_password(
+    principal: sessions.Principal,
+    current_password: str,
+    new_password: str,
+    *,
+    address: str | None,
+) -> None:
+    """Replace the caller's password; every other session of theirs is revoked.
+
+    A wrong current password counts as a failed login of the account.
+    """
+    user = _user(principal.id)
+    with get_throttle().login_attempt(user.username_key, address):
+        if not _verify(user, current_password):
+            audit.record("password_change_failed", user_id=user.id)
+            raise Problem("invalid_credentials", "The current password is incorrect.")
+    _set_password(user, new_password, field="new_password")
+    sessions.revoke_sessions(
+        (AuthSession.user_id == user.id)
+        & (AuthSession.id != uuid.UUID(principal.session_id)),
+        reason="password_changed",
+    )
+    audit.record("password_changed", user_id=user.id, session_id=principal.session_id)
+
+
+def set_password(user: User, new_password: str) -> None:
+    """Replace a user's password (administration); all their sessions end."""
+    _set_password(user, new_password, field="password")
+    sessions.revoke_user_sessions(user.id, reason="password_changed")
+    audit.record("password_changed", user_id=user.id)
+
+
+def _set_password(user: User, new_password: str, *, field: str) -> None:
+    problem = _password_problem(new_password, user.username)
+    if problem:
+        raise Problem("validation_error", errors={field: problem})
+    now = clock.now()
+    user.password_hash = get_passwords().hash(new_password)
+    user.password_changed_at = user.updated_at = now
+    get_session().commit()
+
+
+def delete_account(
+    principal: sessions.Principal, password: str, *, address: str | None
+) -> None:
+    """Delete the caller's account after checking their password.
+
+    A wrong password counts as a failed login of the account.
+    """
+    user = _user(principal.id)
+    with get_throttle().login_attempt(user.username_key, address):
+        if not _verify(user, password):
+            raise Problem("invalid_credentials", "The password is incorrect.")
+    delete_user(user)
+
+
+def delete_user(user: User) -> None:
+    """Delete a user and, with them, every session and refresh token."""
+    db = get_session()
+    user_id = user.id
+    db.delete(user)
+    db.commit()
+    audit.record("account_deleted", user_id=user_id)
+
+
+def find_user(user_id: str) -> User:
+    """Return the user with this public id, or raise ``not_found``."""
+    return _user(user_id)
+
+
+def find_user_by_name(username: str) -> User:
+    """Return the user with this username or e-mail, or raise ``not_found``."""
+    key = canonical(username)
+    user = get_session().scalar(
+        select(User).where(or_(User.username_key == key, User.email_key == key))
+    )
+    if user is None:
+        raise Problem("not_found", "No such user.")
+    return user
+
+
+def _user(user_id: str | uuid.UUID) -> User:
+    try:
+        key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
+    except ValueError:
+        raise Problem("not_found", "No such user.") from None
+    user = get_session().get(User, key)
+    if user is None:
+        raise Problem("not_found", "No such user.")
+    return user
+
+
+def list_users(
+    query: str = "", *, page: int = 1, per_page: int = 50
+) -> tuple[list[User], int]:
+    """A page of users whose username or e-mail contains ``query``, and the total."""
+    condition: ColumnElement[bool] = true()
+    if query:
+        key = canonical(query)
+        condition = or_(
+            User.username_key.contains(key, autoescape=True),
+            User.email_key.contains(key, autoescape=True),
+        )
+    db = get_session()
+    total = db.scalar(select(func.count()).select_from(User).where(condition))
+    users = db.scalars(
+        select(User)
+        .where(condition)
+        .order_by(User.username_key)
+        .offset((page - 1) * per_page)
+        .limit(per_page)
+    ).all()
+    return list(users), total or 0
+
+
+def update_user(
+    user: User, *, is_active: bool | None = None, roles: Sequence[str] | None = None
+) -> None:
+    """Apply an administrator's changes, checking all of them before any is made."""
+    if roles is not None and (errors := _roles_errors(roles)):
+        raise Problem("validation_error", errors=errors)
+    if is_active is not None:
+        set_active(user, is_active)
+    if roles is not None:
+        set_roles(user, roles)
+
+
+def set_active(user: User, active: bool) -> None:
+    """Enable or disable an account; disabling ends every session at once."""
+    user.is_active = active
+    user.updated_at = clock.now()
+    get_session().commit()
+    if not active:
+        sessions.revoke_user_sessions(user.id, reason="disabled")
+    audit.record("account_enabled" if active else "account_disabled", user_id=user.id)
+
+
+def set_roles(user: User, roles: Sequence[str]) -> None:
+    """Replace a user's roles; their sessions end so new tokens carry the new roles."""
+    if errors := _roles_errors(roles):
+        raise Problem("validation_error", errors=errors)
+    new_roles = sorted(set(roles))
+    if new_roles == user.roles:
+        return
+    user.roles = new_roles
+    user.updated_at = clock.now()
+    get_session().commit()
+    sessions.revoke_user_sessions(user.id, reason="roles_changed")
+    audit.record("roles_changed", user_id=user.id, roles=",".join(new_roles))

@@ -1,0 +1,153 @@
+"""Administration: find, inspect, disable, re-role and delete users (role ``admin``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flask import Response
+from flask_restx import Namespace, Resource, fields
+
+from .. import accounts, sessions
+from ..auth import roles_required
+from ..models import User
+from .models import (
+    AUTHENTICATION_ERRORS,
+    iso,
+    no_content,
+    problem_responses,
+    user_json,
+    user_model,
+)
+from .payload import read_int_arg, read_json, read_text_arg
+
+ns = Namespace("admin", description="User administration; needs the role `admin`.")
+
+ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, "insufficient_scope")
+MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000
+
+admin_user_model = ns.inherit(
+    "AdminUser",
+    user_model,
+    {
+        "is_active": fields.Boolean(required=True),
+        "password_changed_at": fields.String(required=True, description="ISO 8601."),
+    },
+)
+user_page_model = ns.model(
+    "UserPage",
+    {
+        "users": fields.List(fields.Nested(admin_user_model), required=True),
+        "total": fields.Integer(required=True, description="Matches on all pages."),
+    },
+)
+user_patch_model = ns.model(
+    "UserPatch",
+    {
+        "is_active": fields.Boolean(description="False disables and logs out."),
+        "roles": fields.List(
+            fields.String(min_length=1, max_length=64),
+            max_items=32,
+            description="The complete new set of roles; their sessions are revoked.",
+        ),
+    },
+    strict=True,
+)
+
+
+def admin_user_json(user: User) -> dict[str, Any]:
+    """What an administrator sees of a user: still never a hash."""
+    return {
+        **user_json(user),
+        "is_active": user.is_active,
+        "password_changed_at": iso(user.password_changed_at),
+    }
+
+
+class AdminResource(Resource):
+    """A resource only users with the role ``admin`` may use."""
+
+    method_decorators: ClassVar = [roles_required("admin")]
+
+
+@ns.route("/users")
+class AdminUsers(AdminResource):
+    """All users."""
+
+    @ns.doc(
+        security="bearer",
+        params={
+            "q": "Part of a username or e-mail, case-insensitive.",
+            "page": {
+                "description": "Page number from 1 (default 1).",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PAGE,
+            },
+            "per_page": {
+                "description": f"Users per page, 1 to {MAX_PER_PAGE} (default 50).",
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PER_PAGE,
+            },
+        },
+        responses=problem_responses("validation_error", *ADMIN_ERRORS),
+    )
+    @ns.response(200, "A page of users, by username.", user_page_model)
+    def get(self) -> dict[str, Any]:
+        """Search users."""
+        page = read_int_arg("page", default=1, minimum=1, maximum=MAX_PAGE)
+        per_page = read_int_arg("per_page", default=50, minimum=1, maximum=MAX_PER_PAGE)
+        query = read_text_arg("q", max_length=320)
+        users, total = accounts.list_users(query, page=page, per_page=per_page)
+        return {"users": [admin_user_json(user) for user in users], "total": total}
+
+
+@ns.route("/users/<string:user_id>")
+@ns.param("user_id", "The user's id.")
+class AdminUser(AdminResource):
+    """One user."""
+
+    @ns.response(200, "The user.", admin_user_model)
+    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    def get(self, user_id: str) -> dict[str, Any]:
+        """Show a user."""
+        return admin_user_json(accounts.find_user(user_id))
+
+    @ns.expect(user_patch_model)
+    @ns.response(200, "The changed user.", admin_user_model)
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(
+            "validation_error", *ADMIN_ERRORS, "not_found", "unsupported_media_type"
+        ),
+    )
+    def patch(self, user_id: str) -> dict[str, Any]:
+        """Enable, disable or re-role a user; either change ends their sessions."""
+        body = read_json(user_patch_model)
+        user = accounts.find_user(user_id)
+        accounts.update_user(
+            user, is_active=body.get("is_active"), roles=body.get("roles")
+        )
+        return admin_user_json(user)
+
+    @ns.response(204, "The user and all their sessions are gone.")
+    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    def delete(self, user_id: str) -> Response:
+        """Delete a user."""
+        accounts.delete_user(accounts.find_user(user_id))
+        return no_content()
+
+
+@ns.route("/users/<string:user_id>/sessions")
+@ns.param("user_id", "The user's id.")
+class AdminUserSessions(AdminResource):
+    """A user's sessions."""
+
+    @ns.response(204, "Every session of the user is revoked.")
+    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    def delete(self, user_id: str) -> Response:
+        """Log a user out everywhere."""
+        user = accounts.find_user(user_id)
+        sessions.revoke_user_sessions(user.id, reason="admin")
+        return no_content()

@@ -1,0 +1,207 @@
+"""Sessions: log in, refresh, log out, and see or end your sessions."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flask import Response, request
+from flask_login import current_user, login_required
+from flask_restx import Namespace, Resource, fields
+
+from .. import accounts, sessions
+from ..models import AuthSession
+from .models import (
+    AUTHENTICATION_ERRORS,
+    NullableString,
+    iso,
+    no_content,
+    problem_responses,
+)
+from .payload import read_json
+
+ns = Namespace("sessions", description="Log in, refresh and log out.", path="/")
+
+TOKEN_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+login_model = ns.model(
+    "Login",
+    {
+        "username": fields.String(
+            required=True,
+            min_length=1,
+            max_length=320,
+            description="Username or e-mail.",
+        ),
+        "password": fields.String(required=True, min_length=1, max_length=1024),
+    },
+    strict=True,
+)
+refresh_model = ns.model(
+    "Refresh",
+    {"refresh_token": fields.String(required=True, min_length=1, max_length=4096)},
+    strict=True,
+)
+logout_model = ns.model(
+    "Logout",
+    {"all": fields.Boolean(description="Revoke every session of the user.")},
+    strict=True,
+)
+session_model = ns.model(
+    "Session",
+    {
+        "id": fields.String(required=True),
+        "created_at": fields.String(required=True, description="ISO 8601, UTC."),
+        "last_used_at": fields.String(
+            required=True, description="Login or last refresh; ISO 8601, UTC."
+        ),
+        "expires_at": fields.String(
+            required=True, description="Absolute end; ISO 8601, UTC."
+        ),
+        "user_agent": NullableString(required=True, description="Null when unknown."),
+        "ip_address": NullableString(required=True, description="Null when unknown."),
+        "current": fields.Boolean(
+            required=True, description="Whether this is the caller's own session."
+        ),
+    },
+)
+session_list_model = ns.model(
+    "SessionList",
+    {"sessions": fields.List(fields.Nested(session_model), required=True)},
+)
+tokens_model = ns.model(
+    "Tokens",
+    {
+        "access_token": fields.String(required=True, description="JWT, `at+jwt`."),
+        "token_type": fields.String(required=True, enum=["Bearer"]),
+        "expires_in": fields.Integer(required=True, description="Seconds."),
+        "refresh_token": fields.String(required=True, description="Opaque."),
+        "refresh_expires_in": fields.Integer(required=True, description="Seconds."),
+        "session_id": fields.String(required=True),
+    },
+)
+
+
+def tokens_response(issued: sessions.IssuedTokens) -> tuple[dict[str, Any], int, dict]:
+    """The body and no-store headers of a token response (RFC 6749 section 5.1)."""
+    body = {
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "refresh_token": issued.refresh_token,
+        "refresh_expires_in": issued.refresh_expires_in,
+        "session_id": issued.session_id,
+    }
+    return body, 200, TOKEN_HEADERS
+
+
+@ns.route("/login")
+class Login(Resource):
+    """Exchange a username (or e-mail) and password for tokens."""
+
+    @ns.expect(login_model)
+    @ns.response(200, "Logged in: a new session.", tokens_model)
+    @ns.doc(
+        responses=problem_responses(
+            "validation_error",
+            "invalid_credentials",
+            "unsupported_media_type",
+            "rate_limited",
+        )
+    )
+    def post(self) -> tuple[dict[str, Any], int, dict]:
+        """Log in and open a new session."""
+        body = read_json(login_model)
+        client = sessions.Client(
+            user_agent=request.user_agent.string or None,
+            ip_address=request.remote_addr,
+        )
+        return tokens_response(
+            accounts.login(body["username"], body["password"], client)
+        )
+
+
+@ns.route("/refresh")
+class Refresh(Resource):
+    """Rotate a refresh token."""
+
+    @ns.expect(refresh_model)
+    @ns.response(200, "A new access token and refresh token.", tokens_model)
+    @ns.doc(
+        responses=problem_responses(
+            "validation_error", "invalid_refresh_token", "unsupported_media_type"
+        )
+    )
+    def post(self) -> tuple[dict[str, Any], int, dict]:
+        """Spend a refresh token for new tokens of the same session."""
+        body = read_json(refresh_model)
+        return tokens_response(sessions.refresh(body["refresh_token"]))
+
+
+@ns.route("/logout")
+class Logout(Resource):
+    """End the caller's session, or all of them."""
+
+    method_decorators: ClassVar = [login_required]
+
+    @ns.expect(logout_model)
+    @ns.response(204, "The session is revoked.")
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(
+            "validation_error", *AUTHENTICATION_ERRORS, "unsupported_media_type"
+        ),
+    )
+    def post(self) -> Response:
+        """Revoke the session of the presented token (with `all`: every session)."""
+        body = read_json(logout_model, optional=True)
+        sessions.logout(current_user, everywhere=bool(body.get("all")))
+        return no_content()
+
+
+@ns.route("/sessions")
+class Sessions(Resource):
+    """The caller's live sessions."""
+
+    method_decorators: ClassVar = [login_required]
+
+    @ns.response(200, "Live sessions, newest first.", session_list_model)
+    @ns.doc(security="bearer", responses=problem_responses(*AUTHENTICATION_ERRORS))
+    def get(self) -> dict[str, Any]:
+        """List the caller's live sessions."""
+        return {
+            "sessions": [
+                session_json(session, current_user.session_id)
+                for session in sessions.list_sessions(current_user)
+            ]
+        }
+
+
+@ns.route("/sessions/<string:session_id>")
+@ns.param("session_id", "A session id from GET /sessions.")
+class Session(Resource):
+    """One of the caller's sessions."""
+
+    method_decorators: ClassVar = [login_required]
+
+    @ns.response(204, "The session is revoked; its tokens stop working at once.")
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(*AUTHENTICATION_ERRORS, "not_found"),
+    )
+    def delete(self, session_id: str) -> Response:
+        """Revoke one of the caller's live sessions (log out that device)."""
+        sessions.revoke_own_session(current_user, session_id)
+        return no_content()
+
+
+def session_json(session: AuthSession, current_id: str) -> dict[str, Any]:
+    """The public view of a session."""
+    return {
+        "id": str(session.id),
+        "created_at": iso(session.created_at),
+        "last_used_at": iso(session.last_used_at),
+        "expires_at": iso(session.expires_at),
+        "user_agent": session.user_agent,
+        "ip_address": session.ip_address,
+        "current": str(session.id) == current_id,
+    }

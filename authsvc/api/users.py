@@ -1,0 +1,151 @@
+"""Users: registration and the caller's own account."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flask import Response, request
+from flask_login import current_user, login_required
+from flask_restx import Namespace, Resource, fields
+
+from .. import accounts
+from .models import (
+    AUTHENTICATION_ERRORS,
+    no_content,
+    problem_responses,
+    user_json,
+    user_model,
+)
+from .payload import read_json
+
+ns = Namespace("users", description="Register and read your own account.", path="/")
+
+registration_model = ns.model(
+    "Registration",
+    {
+        "username": fields.String(
+            required=True,
+            min_length=3,
+            max_length=64,
+            pattern=r"^[\w.-]+$",
+            description="3 to 64 letters, digits, `.`, `_` or `-`; case-insensitive.",
+        ),
+        "password": fields.String(
+            required=True,
+            min_length=1,
+            max_length=1024,
+            description="At least AUTHSVC_PASSWORD_MIN_LENGTH (8) characters, at most "
+            "1024; not a common password; not containing the username.",
+        ),
+        "email": fields.String(
+            max_length=254, description="Optional; unique, case-insensitive."
+        ),
+    },
+    strict=True,
+)
+
+password_change_model = ns.model(
+    "PasswordChange",
+    {
+        "current_password": fields.String(required=True, max_length=1024),
+        "new_password": fields.String(
+            required=True, description="The same policy as at registration."
+        ),
+    },
+    strict=True,
+)
+account_deletion_model = ns.model(
+    "AccountDeletion",
+    {"password": fields.String(required=True, max_length=1024)},
+    strict=True,
+)
+
+
+@ns.route("/users")
+class Users(Resource):
+    """Registration."""
+
+    @ns.expect(registration_model)
+    @ns.response(201, "The new user.", user_model)
+    @ns.doc(
+        responses=problem_responses(
+            "validation_error",
+            "registration_closed",
+            "already_exists",
+            "unsupported_media_type",
+            "rate_limited",
+        )
+    )
+    def post(self) -> tuple[dict[str, Any], int]:
+        """Create an account."""
+        body = read_json(registration_model)
+        user = accounts.register(
+            body["username"],
+            body["password"],
+            body.get("email"),
+            address=request.remote_addr,
+        )
+        return user_json(user), 201
+
+
+@ns.route("/me")
+class Me(Resource):
+    """The caller's own account."""
+
+    method_decorators: ClassVar = [login_required]
+
+    @ns.response(200, "The caller.", user_model)
+    @ns.doc(security="bearer", responses=problem_responses(*AUTHENTICATION_ERRORS))
+    def get(self) -> dict[str, Any]:
+        """Return the user of the presented access token."""
+        return user_json(current_user)
+
+    @ns.expect(account_deletion_model)
+    @ns.response(204, "The account and all its sessions are gone.")
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(
+            "validation_error",
+            *AUTHENTICATION_ERRORS,
+            "invalid_credentials",
+            "unsupported_media_type",
+            "rate_limited",
+        ),
+    )
+    def delete(self) -> Response:
+        """Delete the caller's account; the username and e-mail become free."""
+        body = read_json(account_deletion_model)
+        accounts.delete_account(
+            current_user, body["password"], address=request.remote_addr
+        )
+        return no_content()
+
+
+@ns.route("/me/password")
+class Password(Resource):
+    """The caller's password."""
+
+    method_decorators: ClassVar = [login_required]
+
+    @ns.expect(password_change_model)
+    @ns.response(204, "Changed; every other session of the user is revoked.")
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(
+            "validation_error",
+            *AUTHENTICATION_ERRORS,
+            "invalid_credentials",
+            "unsupported_media_type",
+            "rate_limited",
+        ),
+    )
+    def post(self) -> Response:
+        """Change the caller's password, keeping only the calling session."""
+        body = read_json(password_change_model)
+        accounts.change_password(
+            current_user,
+            body["current_password"],
+            body["new_password"],
+            address=request.remote_addr,
+        )
+        return no_content()

@@ -1,0 +1,21 @@
+"""The single clock of the service, so tests can move time instead of sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from flask import current_app
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """Return the current UTC time, timezone-aware."""
+    return datetime.now(UTC)
+
+
+def now() -> datetime:
+    """Return the app's notion of now: ``config["CLOCK"]`` when a test set one."""
+    clock: Clock = current_app.config.get("CLOCK") or system_clock
+    return clock()

@@ -1,0 +1,198 @@
+"""The database: declarative base, engine per app, one ORM session per app context."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app, g
+from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+from .errors import database_unavailable
+
+log = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Seconds SQLite waits for a competing writer before giving up.
+SQLITE_BUSY_TIMEOUT = 30
+#: Seconds to wait for a PostgreSQL connection to be made.
+CONNECT_TIMEOUT = 5
+#: Seconds to wait for a free connection of the pool.
+POOL_TIMEOUT = 5
+
+
+class Base(DeclarativeBase):
+    """Base of every table, with constraint names Alembic can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC, on every backend.
+
+    SQLite has no time zones: values are stored as naive UTC and given their zone
+    back when read, so comparisons in SQL and in Python agree.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside one writer; the busy timeout makes concurrent
+    # writers from several gunicorn workers wait their turn instead of failing.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT * 1000}")
+    cursor.close()
+
+
+def make_engine(url: str, *, statement_timeout: int = 0) -> Engine:
+    """Build the engine for ``url``: WAL SQLite, or pooled PostgreSQL with pre-ping.
+
+    On PostgreSQL every wait is bounded: making a connection (``CONNECT_TIMEOUT``),
+    getting one from the pool (``POOL_TIMEOUT``) and, unless ``statement_timeout``
+    is 0, each statement (seconds; the server cancels it past that). Pre-ping
+    replaces connections the server dropped, so no restart is needed after an
+    outage. SQLite keeps its busy timeout instead.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+    connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    if statement_timeout:
+        # A startup option: no extra round trip, and it holds for every statement
+        # of the connection. Options already in the URL are kept.
+        given = parsed.query.get("options", "")
+        if isinstance(given, tuple):
+            given = " ".join(given)
+        limit = f"-c statement_timeout={statement_timeout * 1000}"
+        connect_args["options"] = f"{given} {limit}".strip()
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=connect_args,
+    )
+
+
+class Database:
+    """The engine and session factory of one app."""
+
+    def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
+        self.engine = make_engine(url, statement_timeout=statement_timeout)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    def ping(self) -> None:
+        """Run a trivial query; raises when the database does not answer."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+# --- a schema upgrade put off until the database answers -------------------------
+
+#: Set by ``authsvc serve`` when the database was unreachable at start; the workers
+#: it forks inherit it (each builds its app after the fork).
+_upgrade_pending = False
+_upgrade_lock = threading.Lock()
+
+
+def defer_upgrade() -> None:
+    """Have apps built from now on, here and in forked workers, migrate on first use.
+
+    The first request of each such app that finds the database answering brings
+    the schema to the newest revision before it is handled; until then requests
+    answer 503 like any other request meeting an unreachable database.
+    """
+    global _upgrade_pending
+    _upgrade_pending = True
+
+
+def _upgrade_if_pending() -> None:
+    global _upgrade_pending
+    if not _upgrade_pending:
+        return
+    with _upgrade_lock:
+        if not _upgrade_pending:
+            return
+        try:
+            _upgrade(current_app._get_current_object())  # type: ignore[attr-defined]
+        except SQLAlchemyError as exc:
+            if not database_unavailable(exc):
+                raise
+            # Still unreachable: the request goes on, and answers 503 where it
+            # needs the database (/health in its own shape); liveness does not.
+            return
+        _upgrade_pending = False
+
+
+def _upgrade(app: Flask) -> None:
+    # Under the migrations' own lock, so of workers and instances arriving at
+    # once one migrates and the others find nothing left to do.
+    from .migrations import upgrade  # migrations builds on this module
+
+    upgrade(app)
+    log.info("the database answers: schema brought to the newest revision")
+
+
+def init_app(app: Flask) -> None:
+    """Create the app's engine and close each context's session at teardown."""
+    app.extensions["authsvc.db"] = Database(
+        app.config["DATABASE_URL"], statement_timeout=app.config["DB_STATEMENT_TIMEOUT"]
+    )
+    app.teardown_appcontext(_close_session)
+    if _upgrade_pending:
+        app.before_request(_upgrade_if_pending)
+
+
+def get_db() -> Database:
+    """Return the current app's :class:`Database`."""
+    return current_app.extensions["authsvc.db"]
+
+
+def get_session() -> Session:
+    """Return the ORM session of the current app context, opening it on first use."""
+    if "db_session" not in g:
+        g.db_session = get_db().sessionmaker()
+    return g.db_session
+
+
+def _close_session(_exc: BaseException | None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

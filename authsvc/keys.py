@@ -1,0 +1,445 @@
+"""Keys: the service secret, and the key ring that signs and verifies access tokens.
+
+Asymmetric keys (RS256, ES256, EdDSA) live in the database, their private part
+encrypted under a key derived from the service secret, so every instance sharing
+both signs and verifies alike. Each key has a life: *published* (in the JWKS,
+not yet signing), *active* (signing), *retiring* (verifying until the last token
+it signed has expired), then *gone*. HS256, when chosen, uses one key derived
+from the secret; an operator may instead supply a PEM file.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from flask import Flask, current_app
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import tokens
+from .config import ConfigError
+from .models import SigningKey
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE_NAME = "secret_key"  # noqa: S105 (a file name, not a secret)
+ASYMMETRIC = ("RS256", "ES256", "EdDSA")
+#: Seconds between re-reads of the ring, to see rotations by other instances.
+RELOAD_INTERVAL = 60
+#: At most one extra re-read this often when a token names an unknown ``kid``.
+UNKNOWN_KID_RELOAD_INTERVAL = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def load_or_create_secret(instance_path: str) -> str:
+    """Return the secret kept in the instance folder, generating it on first use.
+
+    Creation is atomic (write a temporary file, then link it into place), so
+    several workers starting at once all end up with the same secret.
+    """
+    folder = Path(instance_path)
+    path = folder / SECRET_FILE_NAME
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+            os.link(temporary, path)
+            log.warning(
+                "generated a new secret key in %s: fine for development, "
+                "set AUTHSVC_SECRET_KEY in production",
+                path,
+            )
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    return path.read_text().strip()
+
+
+# --- keys ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key of the ring, with when it starts signing."""
+
+    kid: str
+    algorithm: str
+    signing_key: Any
+    verifying_key: Any
+    public_jwk: dict[str, str] | None
+    activates_at: datetime
+
+
+def generate_private_key(algorithm: str) -> Any:
+    """A fresh private key for ``algorithm``."""
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def public_jwk(private_key: Any, algorithm: str) -> dict[str, str]:
+    """The public JWK of a key, with its RFC 7638 thumbprint as ``kid``."""
+    public = private_key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
+        members = ("e", "kty", "n")
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
+        members = ("crv", "kty", "x", "y")
+    else:
+        jwk = jwt.algorithms.OKPAlgorithm.to_jwk(public, as_dict=True)
+        members = ("crv", "kty", "x")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).digest()
+    kid = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    return {**{m: jwk[m] for m in members}, "kid": kid, "alg": algorithm, "use": "sig"}
+
+
+def _matches(private_key: Any, algorithm: str) -> bool:
+    if algorithm == "RS256":
+        return isinstance(private_key, rsa.RSAPrivateKey)
+    if algorithm == "ES256":
+        return isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
+            private_key.curve, ec.SECP256R1
+        )
+    return isinstance(private_key, ed25519.Ed25519PrivateKey)
+
+
+def _asymmetric_key(private_key: Any, algorithm: str, activates_at: datetime) -> Key:
+    jwk = public_jwk(private_key, algorithm)
+    return Key(
+        kid=jwk["kid"],
+        algorithm=algorithm,
+        signing_key=private_key,
+        verifying_key=private_key.public_key(),
+        public_jwk=jwk,
+        activates_at=activates_at,
+    )
+
+
+# --- where keys come from ------------------------------------------------------
+
+
+class SecretKeys:
+    """HS256: one key derived from the service secret, published nowhere."""
+
+    rotates = False
+
+    def __init__(self, secret: str) -> None:
+        key = tokens.derive_key(secret, "access-token")
+        self.key = Key(tokens.key_id(key), "HS256", key, key, None, _EPOCH)
+
+    def load(self, now: datetime) -> list[Key]:
+        return [self.key]
+
+
+class FileKeys:
+    """One asymmetric key from a PEM file the operator supplies."""
+
+    rotates = False
+
+    def __init__(self, path: str, algorithm: str) -> None:
+        try:
+            private_key = serialization.load_pem_private_key(
+                Path(path).read_bytes(), password=None
+            )
+        except (OSError, ValueError, TypeError) as exc:
+            message = (
+                f"AUTHSVC_SIGNING_KEY_FILE cannot be read as a PEM private key: {exc}"
+            )
+            raise ConfigError(message) from None
+        if not _matches(private_key, algorithm):
+            raise ConfigError(
+                f"AUTHSVC_SIGNING_KEY_FILE does not hold a key for {algorithm}"
+            )
+        self.key = _asymmetric_key(private_key, algorithm, _EPOCH)
+
+    def load(self, now: datetime) -> list[Key]:
+        return [self.key]
+
+
+class DatabaseKeys:
+    """Generated keys, stored with their private part encrypted under the secret."""
+
+    rotates = True
+
+    def __init__(self, engine: Engine, secret: str, algorithm: str) -> None:
+        self.engine = engine
+        self.algorithm = algorithm
+        self._password = tokens.derive_key(secret, "signing-key-encryption")
+
+    def load(self, now: datetime) -> list[Key]:
+        """Every stored key of the algorithm, made first if there is none yet."""
+        with Session(self.engine) as db:
+            rows = self._rows(db)
+            if not rows:
+                # Generation 1 is unique per algorithm: of instances starting at
+                # once, one stores its key and the others read it. Having no
+                # predecessor, it signs from the start, whatever an instance's clock.
+                self._insert(db, now, activates_at=_EPOCH, generation=1)
+                rows = self._rows(db)
+            return [self._key(row) for row in rows]
+
+    def rotate(self, now: datetime, delay: int) -> str:
+        """Add a key that is published now and signs after ``delay`` seconds."""
+        with Session(self.engine) as db:
+            kid = self._insert(db, now, activates_at=now + timedelta(seconds=delay))
+        if kid is None:
+            raise RuntimeError("another rotation was stored at the same time")
+        return kid
+
+    def _rows(self, db: Session) -> Sequence[SigningKey]:
+        return db.scalars(
+            select(SigningKey)
+            .where(SigningKey.algorithm == self.algorithm)
+            .order_by(SigningKey.generation)
+        ).all()
+
+    def _insert(
+        self,
+        db: Session,
+        now: datetime,
+        *,
+        activates_at: datetime,
+        generation: int | None = None,
+    ) -> str | None:
+        """Store a new key; ``None`` when another instance stored that generation."""
+        private_key = generate_private_key(self.algorithm)
+        jwk = public_jwk(private_key, self.algorithm)
+        if generation is None:
+            latest = db.scalar(
+                select(func.max(SigningKey.generation)).where(
+                    SigningKey.algorithm == self.algorithm
+                )
+            )
+            generation = (latest or 0) + 1
+        db.add(
+            SigningKey(
+                kid=jwk["kid"],
+                generation=generation,
+                algorithm=self.algorithm,
+                public_jwk=jwk,
+                private_key=private_key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(self._password),
+                ),
+                created_at=now,
+                activates_at=activates_at,
+            )
+        )
+        try:
+            db.commit()
+        except IntegrityError:
+            db.rollback()
+            return None
+        return jwk["kid"]
+
+    def _key(self, row: SigningKey) -> Key:
+        try:
+            private_key = serialization.load_pem_private_key(
+                row.private_key, password=self._password
+            )
+        except ValueError:
+            raise RuntimeError(
+                f"cannot decrypt signing key {row.kid}: was AUTHSVC_SECRET_KEY changed?"
+            ) from None
+        return _asymmetric_key(private_key, row.algorithm, row.activates_at)
+
+
+# --- the ring -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """Where a key is in its life at some moment."""
+
+    key: Key
+    state: str  # published, active, retiring or gone
+    #: Until when tokens it signed are accepted (retiring keys), else ``None``.
+    verifies_until: datetime | None
+
+
+class KeyRing:
+    """Signs with the active key; verifies with any key whose tokens may be alive."""
+
+    def __init__(
+        self,
+        source: SecretKeys | FileKeys | DatabaseKeys,
+        *,
+        algorithm: str,
+        issuer: str,
+        audience: str,
+        leeway: int,
+        token_ttl: int,
+        refresh_key: bytes,
+    ) -> None:
+        self.source = source
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self.token_ttl = token_ttl
+        #: Key of the PRF that derives each refresh token's successor.
+        self.refresh_key = refresh_key
+        self._keys: list[Key] = []
+        self._loaded_at = -float("inf")
+        self._unknown_kid_reload_at = -float("inf")
+
+    def states(self, now: datetime) -> list[KeyState]:
+        """Every key and its state at ``now``, in the order they start signing."""
+        keys = sorted(self._current(now), key=lambda key: key.activates_at)
+        started = [key for key in keys if key.activates_at <= now]
+        result = [KeyState(key, "published", None) for key in keys[len(started) :]]
+        if started:
+            result.insert(0, KeyState(started[-1], "active", None))
+        # Each earlier key stopped signing when the next one started.
+        for key, successor in reversed(list(pairwise(started))):
+            # An instance may sign with the old key until it next reloads the ring.
+            until = successor.activates_at + timedelta(
+                seconds=self.token_ttl + self.leeway + RELOAD_INTERVAL
+            )
+            state = "retiring" if now < until else "gone"
+            result.insert(0, KeyState(key, state, until))
+        return result
+
+    def sign(
+        self,
+        *,
+        subject: str,
+        username: str,
+        session_id: str,
+        roles: list[str],
+        issued_at: int,
+        expires_at: int,
+    ) -> str:
+        """Return an access token signed by the active key."""
+        now = datetime.fromtimestamp(issued_at, UTC)
+        active = next((s.key for s in self.states(now) if s.state == "active"), None)
+        if active is None:
+            raise RuntimeError("no signing key is active yet")
+        return tokens.encode_access_token(
+            key=active.signing_key,
+            algorithm=self.algorithm,
+            kid=active.kid,
+            issuer=self.issuer,
+            audience=self.audience,
+            subject=subject,
+            username=username,
+            session_id=session_id,
+            roles=roles,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+
+    def verify(self, token: str, *, now: int) -> tokens.AccessClaims:
+        """Return the claims of a valid access token; raise :class:`TokenError`."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise tokens.TokenError("malformed token") from None
+        key = self._verifying_key(kid, datetime.fromtimestamp(now, UTC))
+        if key is None:
+            raise tokens.TokenError("unknown key")
+        return tokens.decode_access_token(
+            token,
+            key=key.verifying_key,
+            algorithm=self.algorithm,
+            kid=key.kid,
+            issuer=self.issuer,
+            audience=self.audience,
+            now=now,
+            leeway=self.leeway,
+        )
+
+    def jwks(self, now: datetime) -> list[dict[str, str]]:
+        """The public JWKs of every key whose tokens may be alive, or soon will be."""
+        return [
+            state.key.public_jwk
+            for state in self.states(now)
+            if state.state != "gone" and state.key.public_jwk is not None
+        ]
+
+    def rotate(self, now: datetime, delay: int) -> str:
+        """Add a key that signs after ``delay`` seconds; return its ``kid``."""
+        if not isinstance(self.source, DatabaseKeys):
+            raise RuntimeError(
+                "only generated keys rotate: with AUTHSVC_SIGNING_KEY_FILE replace "
+                "the file, under HS256 change AUTHSVC_SECRET_KEY"
+            )
+        self.source.load(now)  # a first key signs until the new one takes over
+        kid = self.source.rotate(now, delay)
+        self._loaded_at = -float("inf")
+        return kid
+
+    def _verifying_key(self, kid: object, now: datetime) -> Key | None:
+        for _ in range(2):
+            for state in self.states(now):
+                if state.key.kid == kid and state.state != "gone":
+                    return state.key
+            if (
+                time.monotonic() - self._unknown_kid_reload_at
+                < UNKNOWN_KID_RELOAD_INTERVAL
+            ):
+                return None
+            # Perhaps another instance rotated: look again, but not too often.
+            self._unknown_kid_reload_at = time.monotonic()
+            self._loaded_at = -float("inf")
+        return None
+
+    def _current(self, now: datetime) -> Sequence[Key]:
+        if time.monotonic() - self._loaded_at > RELOAD_INTERVAL:
+            self._keys = self.source.load(now)
+            self._loaded_at = time.monotonic()
+        return self._keys
+
+
+def init_app(app: Flask) -> None:
+    """Resolve the secret and build the app's key ring from its configuration."""
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = load_or_create_secret(app.config["INSTANCE_PATH"])
+    secret = app.config["SECRET_KEY"]
+    algorithm = app.config["JWT_ALGORITHM"]
+    source: SecretKeys | FileKeys | DatabaseKeys
+    if algorithm == "HS256":
+        source = SecretKeys(secret)
+    elif app.config["SIGNING_KEY_FILE"]:
+        source = FileKeys(app.config["SIGNING_KEY_FILE"], algorithm)
+    else:
+        source = DatabaseKeys(app.extensions["authsvc.db"].engine, secret, algorithm)
+    app.extensions["authsvc.keys"] = KeyRing(
+        source,
+        algorithm=algorithm,
+        issuer=app.config["ISSUER"],
+        audience=app.config["AUDIENCE"],
+        leeway=app.config["JWT_LEEWAY"],
+        token_ttl=app.config["ACCESS_TOKEN_TTL"],
+        refresh_key=tokens.derive_key(secret, "refresh-successor"),
+    )
+
+
+def get_keys() -> KeyRing:
+    """Return the current app's key ring."""
+    return current_app.extensions["authsvc.keys"]

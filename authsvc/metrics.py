@@ -1,0 +1,239 @@
+"""Prometheus metrics, served at ``GET /metrics`` in the text exposition format.
+
+Requests are counted and timed per route (the URL rule, never the raw path, so
+ids in paths do not make new series), method and status. Logins, refreshes and
+refresh reuse are counted from the audit trail (:func:`count_event`). Live
+sessions are counted by the database at each scrape.
+
+Under gunicorn each worker is its own process. With ``PROMETHEUS_MULTIPROC_DIR``
+set (``authsvc serve`` sets it) every worker keeps its counts in files there and a
+scrape, whichever worker answers it, adds up those of every worker, dead ones
+included. The live-session gauge is not kept by any worker, so it is never summed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, current_app, g, has_app_context, request
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import clock
+from .config import ConfigError
+from .db import get_session
+from .errors import Problem
+from .models import AuthSession
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "authsvc.metrics"
+#: The folder that makes prometheus_client count across processes.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Prometheus text exposition format 0.0.4, which every scraper reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The ``route`` of a request no URL rule matched (404, 405): one series for all.
+UNMATCHED_ROUTE = "unmatched"
+#: Methods counted by name; anything else a client makes up is ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REQUEST_LABELS = ("route", "method", "status")
+
+
+@dataclass
+class Metrics:
+    """One app's instruments and the registry a scrape reads."""
+
+    requests: Counter
+    latency: Histogram
+    logins: Counter
+    refreshes: Counter
+    reuse: Counter
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def counter_for(self, event: str) -> Counter | None:
+        """The counter, labelled if need be, that an audit event adds one to."""
+        if event == "login_succeeded":
+            return self.logins.labels(outcome="success")
+        if event == "login_failed":
+            return self.logins.labels(outcome="failure")
+        if event == "refreshed":
+            return self.refreshes
+        if event == "refresh_reuse_detected":
+            return self.reuse
+        return None
+
+
+def make_metrics() -> Metrics:
+    """New instruments, registered nowhere yet: each app has its own."""
+    metrics = Metrics(
+        requests=Counter(
+            "authsvc_http_requests",
+            "HTTP requests answered, by URL rule, method and status.",
+            REQUEST_LABELS,
+            registry=None,
+        ),
+        latency=Histogram(
+            "authsvc_http_request_duration_seconds",
+            "Time to answer an HTTP request, by URL rule, method and status.",
+            REQUEST_LABELS,
+            registry=None,
+        ),
+        logins=Counter(
+            "authsvc_logins",
+            "Login attempts that were checked, by outcome (success or failure).",
+            ["outcome"],
+            registry=None,
+        ),
+        refreshes=Counter(
+            "authsvc_refreshes",
+            "Refresh tokens rotated.",
+            registry=None,
+        ),
+        reuse=Counter(
+            "authsvc_refresh_reuse_detections",
+            "Spent refresh tokens presented after the grace window; each ends "
+            "its session.",
+            registry=None,
+        ),
+    )
+    # Present from the start, so rate() has a zero to begin from.
+    for outcome in ("success", "failure"):
+        metrics.logins.labels(outcome=outcome)
+    return metrics
+
+
+class LiveSessionsCollector:
+    """``authsvc_active_sessions``: counted by the database at each scrape."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Count the sessions neither revoked nor expired, with one query."""
+        try:
+            count = get_session().scalar(
+                select(func.count())
+                .select_from(AuthSession)
+                .where(
+                    AuthSession.revoked_at.is_(None),
+                    AuthSession.expires_at > clock.now(),
+                )
+            )
+        except SQLAlchemyError as exc:
+            # The other metrics still tell something; the gauge is left out.
+            log.warning("active sessions not counted: %s", type(exc).__name__)
+            return
+        gauge = GaugeMetricFamily(
+            "authsvc_active_sessions", "Sessions neither revoked nor expired."
+        )
+        gauge.add_metric([], count or 0)
+        yield gauge
+
+
+def count_event(event: str) -> None:
+    """Count an audit event that has a metric; the audit trail calls this."""
+    if not has_app_context():
+        return
+    metrics: Metrics | None = current_app.extensions.get(EXTENSION)
+    counter = metrics.counter_for(event) if metrics is not None else None
+    if counter is not None:
+        counter.inc()
+
+
+def start_timer() -> None:
+    """Note when the request began."""
+    g.metrics_started = time.perf_counter()
+
+
+def observe_request(response: Response) -> Response:
+    """Count and time the request under its URL rule, method and status."""
+    started = g.pop("metrics_started", None)
+    if started is None:
+        return response
+    rule = request.url_rule
+    labels = (
+        rule.rule if rule is not None else UNMATCHED_ROUTE,
+        request.method if request.method in METHODS else "other",
+        str(response.status_code),
+    )
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    metrics.requests.labels(*labels).inc()
+    metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+    return response
+
+
+def metrics_endpoint() -> Response:
+    """``GET /metrics``: every metric, in the Prometheus text format."""
+    token = current_app.config["METRICS_TOKEN"]
+    if token:
+        _check_token(token)
+    metrics: Metrics = current_app.extensions[EXTENSION]
+    return current_app.response_class(
+        generate_latest(metrics.registry), content_type=CONTENT_TYPE
+    )
+
+
+def _check_token(token: str) -> None:
+    # auth -> sessions -> audit -> metrics: imported here, not above, to end the loop.
+    from .auth import bearer_token
+
+    presented = bearer_token(request)
+    challenge = 'Bearer realm="authsvc"'
+    if presented is None:
+        raise Problem(
+            "authentication_required", headers={"WWW-Authenticate": challenge}
+        )
+    if not hmac.compare_digest(presented.encode(), token.encode()):
+        raise Problem(
+            "invalid_token",
+            "The metrics credential is not valid.",
+            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
+        )
+
+
+def _use_shared_values() -> None:
+    # prometheus_client picks in-process or file-backed values once, when it is
+    # first imported. `authsvc serve` loads the app, and so the library, before it
+    # sets the folder for its workers: pick again, once per process (a second
+    # pick would open the same files twice).
+    if values.ValueClass is values.MutexValue:
+        values.ValueClass = values.get_value_class()
+
+
+def init_app(app: Flask) -> None:
+    """Count and time every request, and serve ``GET /metrics``."""
+    # prometheus_client goes by the variable's presence, so an empty one counts.
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if folder is not None:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"{MULTIPROCESS_ENV} is not a directory: {folder!r}")
+        _use_shared_values()
+    metrics = make_metrics()
+    if folder is not None:
+        # Every worker's files, this one's included; the instruments write them.
+        multiprocess.MultiProcessCollector(metrics.registry, path=folder)
+    else:
+        for instrument in (
+            metrics.requests,
+            metrics.latency,
+            metrics.logins,
+            metrics.refreshes,
+            metrics.reuse,
+        ):
+            metrics.registry.register(instrument)
+    metrics.registry.register(LiveSessionsCollector())
+    app.extensions[EXTENSION] = metrics
+    app.before_request(start_timer)
+    app.after_request(observe_request)
+    app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])

@@ -1,0 +1,237 @@
+"""Throttling: failed logins per account and per address, registrations per address.
+
+Counters are fixed windows shared by every worker and instance: rows in the
+service's own database by default, or Redis keys when
+``AUTHSVC_RATELIMIT_STORAGE_URI`` names one. An attempt reserves its place first
+(one atomic increment) and gives it back if it succeeds, so the limit is exact
+however many requests race: the N+1th failure is refused, never the 2N+1th.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from flask import Flask, current_app
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage, storage_from_string
+from sqlalchemy import Engine, case, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from . import clock
+from .db import get_db
+from .errors import Problem
+from .models import ThrottleCounter
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for Redis before falling back to per-process counting.
+REDIS_TIMEOUT = 0.5
+#: Count one less only if the window still exists and is above zero.
+RELEASE_SCRIPT = """
+local count = tonumber(redis.call('get', KEYS[1]) or '0')
+if count > 0 then return redis.call('decr', KEYS[1]) end
+return 0
+"""
+
+
+class Counters(Protocol):
+    """Where fixed-window counters live."""
+
+    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+        """Count one more; return the new count and the seconds left in its window."""
+        ...
+
+    def release(self, key: str) -> None:
+        """Count one less, but only within the window the count was made in."""
+        ...
+
+
+class DatabaseCounters:
+    """Counters as rows of the service's database, one atomic upsert per change."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = (
+            postgresql.insert
+            if engine.dialect.name == "postgresql"
+            else (sqlite.insert)
+        )
+
+    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+        now = clock.now()
+        table = ThrottleCounter.__table__
+        fresh = self._insert(table).values(
+            key=key, count=1, expires_at=now + timedelta(seconds=expiry)
+        )
+        expired = table.c.expires_at <= now
+        statement = fresh.on_conflict_do_update(
+            index_elements=[table.c.key],
+            set_={
+                "count": case((expired, fresh.excluded.count), else_=table.c.count + 1),
+                "expires_at": case(
+                    (expired, fresh.excluded.expires_at), else_=table.c.expires_at
+                ),
+            },
+        ).returning(table.c.count, table.c.expires_at)
+        with self.engine.begin() as connection:
+            count, expires_at = connection.execute(statement).one()
+        return count, _seconds_until(expires_at, now)
+
+    def release(self, key: str) -> None:
+        table = ThrottleCounter.__table__
+        with self.engine.begin() as connection:
+            connection.execute(
+                update(table)
+                .where(
+                    table.c.key == key,
+                    table.c.expires_at > clock.now(),
+                    table.c.count > 0,
+                )
+                .values(count=table.c.count - 1)
+            )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> float:
+    if moment.tzinfo is None:  # SQLite's RETURNING skips the type's result hook
+        moment = moment.replace(tzinfo=now.tzinfo)
+    return max(0.0, (moment - now).total_seconds())
+
+
+class RedisCounters:
+    """Counters in Redis; if Redis fails, count in this process and say so loudly.
+
+    Falling back to per-process memory keeps logins throttled (per worker) rather
+    than either refusing every login or letting them through unlimited.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.redis = storage_from_string(
+            uri, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+        )
+        self.memory = MemoryStorage()
+
+    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+        try:
+            count = self.redis.incr(key, expiry)
+            return count, self.redis.get_expiry(key) - clock.system_clock().timestamp()
+        except Exception as exc:
+            self._fell_back(exc)
+        count = self.memory.incr(key, expiry)
+        return count, self.memory.get_expiry(key) - clock.system_clock().timestamp()
+
+    def release(self, key: str) -> None:
+        try:
+            self.redis.storage.eval(RELEASE_SCRIPT, 1, self.redis.prefixed_key(key))
+            return
+        except Exception as exc:
+            self._fell_back(exc)
+        self.memory.decr(key)
+
+    @staticmethod
+    def _fell_back(exc: Exception) -> None:
+        # Any Redis failure (refused, timed out, reset) means counting here instead.
+        log.error(
+            "throttling storage unreachable (%s): counting in this process",
+            type(exc).__name__,
+        )
+
+
+class Throttle:
+    """The service's limits, applied to named keys in shared counters."""
+
+    def __init__(self, counters: Counters, *, login: str, registration: str) -> None:
+        self.counters = counters
+        self.login_limits = parse_many(login)
+        self.registration_limits = parse_many(registration)
+
+    @contextmanager
+    def login_attempt(self, account: str, address: str | None) -> Iterator[None]:
+        """Reserve one failed-login slot for the account and the address.
+
+        Raises ``rate_limited`` when either is used up, even if the password would
+        be right; a refused attempt keeps no slot. A success gives the slots back;
+        only ``invalid_credentials`` keeps them.
+        """
+        keys = [f"login:account:{_digest(account)}", f"login:address:{address}"]
+        reserved = self._reserve(keys, self.login_limits)
+        try:
+            yield
+        except Problem as problem:
+            if problem.code != "invalid_credentials":
+                self._release(reserved)
+            raise
+        except BaseException:
+            self._release(reserved)
+            raise
+        self._release(reserved)
+
+    def registration_attempt(self, address: str | None) -> None:
+        """Count a registration from ``address``; past the limit, ``rate_limited``."""
+        self._reserve([f"register:address:{address}"], self.registration_limits)
+
+    def _reserve(
+        self, keys: Sequence[str], limits: Sequence[RateLimitItem]
+    ) -> list[str]:
+        # One counter after the other, giving everything back at the first that is
+        # used up: a refused attempt then costs no counter anything, and attempts
+        # racing on two counters cannot refuse each other for good.
+        reserved: list[str] = []
+        for key in keys:
+            for limit in limits:
+                window = limit.get_expiry()
+                window_key = f"{key}:{limit.amount}/{window}"
+                count, remaining = self.counters.incr(window_key, window)
+                reserved.append(window_key)
+                if count > limit.amount:
+                    self._release(reserved)
+                    retry_after = min(window, max(1, math.ceil(remaining)))
+                    raise Problem(
+                        "rate_limited",
+                        "Too many attempts; try again later.",
+                        headers={"Retry-After": str(retry_after)},
+                    )
+        return reserved
+
+    def _release(self, reserved: Sequence[str]) -> None:
+        for key in reserved:
+            self.counters.release(key)
+
+
+def _digest(account: str) -> str:
+    # Counter keys name no username: a hash keeps logs and Redis free of them.
+    return hashlib.sha256(account.encode()).hexdigest()[:32]
+
+
+def prune_counters() -> int:
+    """Delete counter rows whose window has ended; return how many."""
+    with get_db().engine.begin() as connection:
+        result = connection.execute(
+            delete(ThrottleCounter).where(ThrottleCounter.expires_at <= clock.now())
+        )
+    return result.rowcount
+
+
+def init_app(app: Flask) -> None:
+    """Build the app's throttle on the configured counter storage."""
+    uri = app.config["RATELIMIT_STORAGE_URI"]
+    counters: Counters = (
+        RedisCounters(uri)
+        if uri
+        else DatabaseCounters(app.extensions["authsvc.db"].engine)
+    )
+    app.extensions["authsvc.throttle"] = Throttle(
+        counters,
+        login=app.config["LOGIN_RATE_LIMIT"],
+        registration=app.config["REGISTRATION_RATE_LIMIT"],
+    )
+
+
+def get_throttle() -> Throttle:
+    """Return the current app's throttle."""
+    return current_app.extensions["authsvc.throttle"]

@@ -1,0 +1,166 @@
+"""Tokens: access token JWTs (PyJWT) and opaque refresh tokens.
+
+Pure functions with explicit parameters and no Flask imports, so every rule of
+RFC 8725 and RFC 9068 applied here can be tested in isolation.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
+REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "roles")
+#: Refresh tokens carry 256 bits from the operating system's CSPRNG.
+REFRESH_TOKEN_BYTES = 32
+
+
+class TokenError(Exception):
+    """An access token was presented but cannot be accepted."""
+
+
+class TokenExpired(TokenError):
+    """The token is well formed and signed but its ``exp`` has passed."""
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """The validated claims of an access token."""
+
+    subject: str
+    session_id: str
+    token_id: str
+    issued_at: int
+    expires_at: int
+    roles: tuple[str, ...]
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """Derive an independent 256-bit key per purpose from the service secret."""
+    return hmac.new(secret.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def key_id(key: bytes) -> str:
+    """A short, stable identifier of a key that reveals nothing about it."""
+    digest = hashlib.sha256(b"kid\x00" + key).digest()
+    return base64.urlsafe_b64encode(digest[:12]).decode().rstrip("=")
+
+
+def encode_access_token(
+    *,
+    key: bytes,
+    algorithm: str,
+    kid: str,
+    issuer: str,
+    audience: str,
+    subject: str,
+    session_id: str,
+    roles: Sequence[str],
+    issued_at: int,
+    expires_at: int,
+    username: str | None = None,
+) -> str:
+    """Sign an RFC 9068 access token."""
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": subject,
+        "sid": session_id,
+        "jti": uuid.uuid4().hex,
+        "iat": issued_at,
+        "exp": expires_at,
+        "roles": list(roles),
+    }
+    if username is not None:
+        # OpenID Connect's name for it, so resource servers can greet the user.
+        claims["preferred_username"] = username
+    headers = {"typ": ACCESS_TOKEN_TYPE, "kid": kid}
+    return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+
+def decode_access_token(
+    token: str,
+    *,
+    key: bytes,
+    algorithm: str,
+    kid: str,
+    issuer: str,
+    audience: str,
+    now: int,
+    leeway: int = 0,
+) -> AccessClaims:
+    """Verify signature, header and claims of an access token against ``now``.
+
+    Only ``algorithm`` is accepted, every claim of RFC 9068 is required, and time
+    is checked here against the caller's clock rather than PyJWT's.
+    """
+    try:
+        decoded = jwt.api_jwt.decode_complete(
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=issuer,
+            audience=audience,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
+        )
+    except jwt.PyJWTError as exc:
+        raise TokenError(str(exc)) from None
+    header: dict[str, Any] = decoded["header"]
+    if str(header.get("typ", "")).lower() not in {"at+jwt", "application/at+jwt"}:
+        raise TokenError("not an access token")
+    if header.get("kid") != kid:
+        raise TokenError("unknown key")
+    claims = _checked_claims(decoded["payload"])
+    if claims.issued_at > now + leeway:
+        raise TokenError("issued in the future")
+    if claims.expires_at <= now - leeway:
+        raise TokenExpired("expired")
+    return claims
+
+
+def _checked_claims(payload: dict[str, Any]) -> AccessClaims:
+    strings = [payload.get(name) for name in ("sub", "sid", "jti")]
+    times = [payload.get(name) for name in ("iat", "exp")]
+    roles = payload.get("roles")
+    if not all(isinstance(value, str) and value for value in strings):
+        raise TokenError("malformed claims")
+    if not all(type(value) is int for value in times):
+        raise TokenError("malformed time claims")
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise TokenError("malformed roles")
+    sub, sid, jti = strings
+    return AccessClaims(sub, sid, jti, times[0], times[1], tuple(roles))
+
+
+def new_refresh_token() -> str:
+    """Return a fresh opaque refresh token, URL-safe."""
+    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+
+
+def successor_refresh_token(key: bytes, token: str) -> str:
+    """Return the token that replaces ``token`` when it is rotated.
+
+    Deriving it with a keyed PRF from the presented token means the server can
+    hand the same successor to a second caller within the reuse grace window
+    without ever storing the token itself.
+    """
+    digest = hmac.new(key, token.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def hash_refresh_token(token: str) -> str:
+    """The only form in which a refresh token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
