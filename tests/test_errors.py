@@ -1,0 +1,176 @@
+"""Every error is problem+json: bad routes, methods and bodies, crashes, outages."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from helpers import PASSWORD, problem
+from sqlalchemy import func, select
+
+from authsvc.db import get_session
+from authsvc.models import User
+
+UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/none"
+
+
+def user_count(app) -> int:
+    with app.app_context():
+        return get_session().scalar(select(func.count()).select_from(User))
+
+
+@pytest.mark.parametrize("path", ["/nope", "/users/1/x", "/login/"])
+def test_unknown_route(client, path):
+    response = client.get(path)
+    problem(response, "not_found", 404)
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("get", "/login", "OPTIONS, POST"),
+        ("delete", "/users", "OPTIONS, POST"),
+        ("post", "/me", "DELETE, GET, HEAD, OPTIONS"),
+        ("put", "/health", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_wrong_method(client, method, path, allow):
+    response = getattr(client, method)(path)
+    problem(response, "method_not_allowed", 405)
+    assert response.headers["Allow"] == allow
+
+
+NOT_JSON = [
+    ("text/plain", b'{"username": "a", "password": "b"}'),
+    ("application/x-www-form-urlencoded", b"username=a&password=b"),
+    ("multipart/form-data; boundary=x", b"--x--"),
+    (None, b'{"username": "a", "password": "b"}'),
+]
+
+
+@pytest.mark.parametrize("path", ["/login", "/refresh", "/users"])
+@pytest.mark.parametrize(("content_type", "data"), NOT_JSON)
+def test_body_that_is_not_json_is_415(app, client, path, content_type, data):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(path, data=data, headers=headers)
+    problem(response, "unsupported_media_type", 415)
+    assert user_count(app) == 0
+
+
+MALFORMED = [
+    b"",
+    b"{",
+    b"not json",
+    b"[]",
+    b'"alice"',
+    b"42",
+    b"null",
+    b"true",
+    b'{"username": NaN, "password": "x"}',
+    b'{"username": "a", "password": Infinity}',
+    b'{"username": "a", "username": "b", "password": "x"}',
+    b'{"username": "\\ud800", "password": "x"}',
+    b'{"username": "a\\u0000b", "password": "x"}',
+    b'{"username": "\xff\xfe", "password": "x"}',
+    b"[" * 30000 + b"]" * 30000,
+    b'{"a":' * 10000 + b"1" + b"}" * 10000,
+]
+
+
+@pytest.mark.parametrize("path", ["/login", "/refresh", "/users"])
+@pytest.mark.parametrize(
+    "data", MALFORMED, ids=lambda data: repr(data[:24]) + f"-{len(data)}"
+)
+def test_malformed_json_is_400(app, client, path, data):
+    response = client.post(path, data=data, content_type="application/json")
+    problem(response, "validation_error", 400)
+    assert user_count(app) == 0
+
+
+def test_json_with_charset_is_json(client, register):
+    register()
+    response = client.post(
+        "/login",
+        data=f'{{"username": "alice", "password": "{PASSWORD}"}}',
+        content_type="application/json; charset=utf-8",
+    )
+    assert response.status_code == 200
+
+
+def test_body_over_64_kib_is_413(app, client):
+    body = b'{"username": "alice", "password": "' + b"p" * 65536 + b'"}'
+    response = client.post("/users", data=body, content_type="application/json")
+    problem(response, "payload_too_large", 413)
+    assert user_count(app) == 0
+
+
+def test_unexpected_exception_is_a_bare_500(make_app, caplog):
+    app = make_app(TESTING=False)
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("secret detail /etc/passwd SELECT 1")
+
+    with caplog.at_level(logging.ERROR, logger="authsvc"):
+        response = app.test_client().get("/explode")
+    body = problem(response, "internal_error", 500)
+    assert "secret" not in response.get_data(as_text=True)
+    assert body["detail"] == "The server failed to handle the request."
+    assert "RuntimeError: secret detail" in caplog.text
+
+
+def test_unexpected_exception_inside_the_api_is_a_bare_500(
+    make_app, monkeypatch, caplog
+):
+    from authsvc import accounts
+
+    def fail(*args, **kwargs):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(accounts, "login", fail)
+    client = make_app(TESTING=False).test_client()
+    with caplog.at_level(logging.ERROR, logger="authsvc"):
+        response = client.post("/login", json={"username": "a", "password": "b"})
+    problem(response, "internal_error", 500)
+    assert "KeyError: 'boom'" in caplog.text
+
+
+@pytest.fixture
+def offline_client(make_app):
+    return make_app(DATABASE_URL=UNREACHABLE_POSTGRES, TESTING=False).test_client()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/login", {"username": "alice", "password": PASSWORD}),
+        ("post", "/users", {"username": "alice", "password": PASSWORD}),
+        ("post", "/refresh", {"refresh_token": "abc"}),
+    ],
+)
+def test_database_down_is_503(offline_client, method, path, body):
+    response = getattr(offline_client, method)(path, json=body)
+    body = problem(response, "service_unavailable", 503)
+    assert response.headers["Retry-After"] == "5"
+    assert "psycopg" not in response.get_data(as_text=True)
+    assert "127.0.0.1" not in response.get_data(as_text=True)
+
+
+def test_health_reports_the_database(client, offline_client):
+    assert client.get("/health").json == {"status": "ok"}
+    response = offline_client.get("/health")
+    assert response.status_code == 503
+    assert response.json == {"status": "unavailable"}
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_every_error_code_is_in_the_readme_table():
+    from pathlib import Path
+
+    from authsvc.errors import CODES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for code, (status, _detail) in CODES.items():
+        assert f"| `{code}` | {status} |" in readme, code
