@@ -356,10 +356,7 @@ class KeyRing:
 
     def verify(self, token: str, *, now: int) -> tokens.AccessClaims:
         """Return the claims of a valid access token; raise :class:`TokenError`."""
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError:
-            raise tokens.TokenError("malformed token") from None
+        kid = tokens.unverified_kid(token)
         key = self._verifying_key(kid, datetime.fromtimestamp(now, UTC))
         if key is None:
             raise tokens.TokenError("unknown key")

@@ -9,13 +9,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
 
 from . import audit, clock
-from .db import get_session
+from .db import get_db, get_session
 from .errors import Problem
 from .keys import get_keys
 from .models import AuthSession, RefreshToken, User
@@ -244,23 +246,10 @@ def load_principal(claims: AccessClaims) -> Principal:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
         raise Problem("invalid_token") from None
-    row = (
-        get_session()
-        .execute(
-            select(
-                User.username,
-                User.email,
-                User.roles,
-                User.created_at,
-                User.is_active,
-                AuthSession.revoked_at,
-                AuthSession.expires_at,
-            )
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(AuthSession.id == session_id, User.id == user_id)
-        )
-        .one_or_none()
-    )
+    with get_db().engine.connect() as connection:
+        row = connection.execute(
+            _principal_query(), {"session_id": session_id, "user_id": user_id}
+        ).one_or_none()
     if row is None or not row.is_active:
         raise Problem("invalid_token")
     if row.revoked_at is not None or row.expires_at <= clock.now():
@@ -272,6 +261,28 @@ def load_principal(claims: AccessClaims) -> Principal:
         roles=list(row.roles),
         created_at=row.created_at,
         session_id=claims.session_id,
+    )
+
+
+@cache
+def _principal_query() -> Select[Any]:
+    # Built once: the hot path then skips SQLAlchemy's statement construction and
+    # goes straight to its compiled-statement cache.
+    return (
+        select(
+            User.username,
+            User.email,
+            User.roles,
+            User.created_at,
+            User.is_active,
+            AuthSession.revoked_at,
+            AuthSession.expires_at,
+        )
+        .join(AuthSession, AuthSession.user_id == User.id)
+        .where(
+            AuthSession.id == bindparam("session_id"),
+            User.id == bindparam("user_id"),
+        )
     )
 
 

@@ -25,6 +25,7 @@ from authsvc.tokens import (
     key_id,
     new_refresh_token,
     successor_refresh_token,
+    unverified_kid,
 )
 
 SECRET = "test-secret-" + "x" * 40
@@ -348,6 +349,33 @@ def test_leeway_allows_iat_that_far_in_the_future_and_no_further():
 )
 def test_refuses_garbage(token):
     refused(token)
+
+
+def test_the_kid_is_read_from_the_header_alone():
+    assert unverified_kid(issue()) == KID
+    assert unverified_kid(issue(kid="other")) == "other"
+
+
+def _segment(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "%%%",
+        "ünïcödé",
+        _segment("[1, 2]"),
+        _segment('"kid"'),
+        _segment("{not json"),
+        _segment("[" * 100_000 + "]" * 100_000),
+        base64.urlsafe_b64encode(b"\xff\xfe{}").decode(),
+    ],
+)
+def test_an_unreadable_header_is_a_token_error(header):
+    with pytest.raises(TokenError):
+        unverified_kid(header + ".e30.sig")
 
 
 def test_refuses_a_refresh_token():
