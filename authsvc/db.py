@@ -116,6 +116,13 @@ class Database:
 
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
+        #: For single reads on the hot path: with no transaction around them there
+        #: is no BEGIN and no ROLLBACK to send, one round trip instead of three.
+        self.reader = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine  # SQLite starts no transaction for a read anyway
+        )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     def ping(self) -> None:

@@ -45,6 +45,8 @@ ASYMMETRIC = ("RS256", "ES256", "EdDSA")
 RELOAD_INTERVAL = 60
 #: At most one extra re-read this often when a token names an unknown ``kid``.
 UNKNOWN_KID_RELOAD_INTERVAL = 5
+#: Verified access tokens remembered per process (about 1.5 KB each).
+VERIFIED_TOKENS = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -307,6 +309,7 @@ class KeyRing:
         self._keys: list[Key] = []
         self._loaded_at = -float("inf")
         self._unknown_kid_reload_at = -float("inf")
+        self._verified: dict[str, tokens.AccessClaims] = {}
 
     def states(self, now: datetime) -> list[KeyState]:
         """Every key and its state at ``now``, in the order they start signing."""
@@ -355,21 +358,31 @@ class KeyRing:
         )
 
     def verify(self, token: str, *, now: int) -> tokens.AccessClaims:
-        """Return the claims of a valid access token; raise :class:`TokenError`."""
+        """Return the claims of a valid access token; raise :class:`TokenError`.
+
+        A client presents the same token on every call until it expires, so its
+        verified claims are remembered: later calls check only that its key still
+        verifies and that it is live. Revocation is not decided here; callers
+        check the session on every request.
+        """
         kid = tokens.unverified_kid(token)
         key = self._verifying_key(kid, datetime.fromtimestamp(now, UTC))
         if key is None:
             raise tokens.TokenError("unknown key")
-        return tokens.decode_access_token(
-            token,
-            key=key.verifying_key,
-            algorithm=self.algorithm,
-            kid=key.kid,
-            issuer=self.issuer,
-            audience=self.audience,
-            now=now,
-            leeway=self.leeway,
-        )
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = tokens.verify_signed_claims(
+                token,
+                key=key.verifying_key,
+                algorithm=self.algorithm,
+                kid=key.kid,
+                issuer=self.issuer,
+                audience=self.audience,
+            )
+            if len(self._verified) >= VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = claims
+        return tokens.check_lifetime(claims, now=now, leeway=self.leeway)
 
     def jwks(self, now: datetime) -> list[dict[str, str]]:
         """The public JWKs of every key whose tokens may be alive, or soon will be."""

@@ -107,7 +107,7 @@ def unverified_kid(token: str) -> object:
 def decode_access_token(
     token: str,
     *,
-    key: bytes,
+    key: Any,
     algorithm: str,
     kid: str,
     issuer: str,
@@ -115,10 +115,26 @@ def decode_access_token(
     now: int,
     leeway: int = 0,
 ) -> AccessClaims:
-    """Verify signature, header and claims of an access token against ``now``.
+    """Verify signature, header and claims of an access token against ``now``."""
+    claims = verify_signed_claims(
+        token,
+        key=key,
+        algorithm=algorithm,
+        kid=kid,
+        issuer=issuer,
+        audience=audience,
+    )
+    return check_lifetime(claims, now=now, leeway=leeway)
 
-    Only ``algorithm`` is accepted, every claim of RFC 9068 is required, and time
-    is checked here against the caller's clock rather than PyJWT's.
+
+def verify_signed_claims(
+    token: str, *, key: Any, algorithm: str, kid: str, issuer: str, audience: str
+) -> AccessClaims:
+    """Verify everything of an access token that does not change with time.
+
+    Only ``algorithm`` is accepted and every claim of RFC 9068 is required. The
+    result holds for as long as ``key`` may verify, so it can be remembered;
+    :func:`check_lifetime` must still be applied on every use.
     """
     try:
         decoded = jwt.api_jwt.decode_complete(
@@ -141,7 +157,11 @@ def decode_access_token(
         raise TokenError("not an access token")
     if header.get("kid") != kid:
         raise TokenError("unknown key")
-    claims = _checked_claims(decoded["payload"])
+    return _checked_claims(decoded["payload"])
+
+
+def check_lifetime(claims: AccessClaims, *, now: int, leeway: int = 0) -> AccessClaims:
+    """Return ``claims`` if the token is live at ``now``, by the caller's clock."""
     if claims.issued_at > now + leeway:
         raise TokenError("issued in the future")
     if claims.expires_at <= now - leeway:

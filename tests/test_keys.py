@@ -449,6 +449,28 @@ def test_rotation_walk(fresh_app, clock):
     assert header_of(sign_in(client)["access_token"])["kid"] == b
 
 
+def test_a_token_once_accepted_is_refused_when_its_key_is_gone(fresh_app, clock):
+    delay, ttl = 60, 900
+    app = fresh_app(KEY_PUBLISH_DELAY=delay, ACCESS_TOKEN_TTL=ttl)
+    client = app.test_client()
+    token = signup(client)["access_token"]
+    a = header_of(token)["kid"]
+    # Alive by its own claims long after A is gone, as only a thief's copy of A
+    # would make it; accepted now, so the service has verified it once.
+    lasting = forge(
+        payload_like(token, app, exp=now_of(app) + 100 * ttl),
+        private_key_of(app, a),
+        "RS256",
+        kid=a,
+    )
+    assert me(client, lasting).status_code == 200
+
+    assert app.test_cli_runner().invoke(args=["keys", "rotate"]).exit_code == 0
+    clock.advance(delay + ttl + app.config["JWT_LEEWAY"] + keys_module.RELOAD_INTERVAL)
+    assert states(app)[a] == "gone"
+    problem(me(client, lasting), "invalid_token", 401)
+
+
 def test_rotation_is_seen_by_another_instance(fresh_app, clock):
     first = fresh_app()
     second = fresh_app(first.config["DATABASE_URL"])
