@@ -1,0 +1,220 @@
+"""The servers under test: gunicorn processes on free loopback ports.
+
+Each server runs in its own process group, so stopping it stops its workers
+too, whether the benchmark ends normally, fails, or is interrupted. Output goes
+to a log file, never a pipe nobody reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from gunicorn.config import KNOWN_SETTINGS
+
+#: Seconds a server may take to answer its first request.
+START_TIMEOUT = 60
+#: Seconds a server may take to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 35
+#: The repository, from which ``bench.bare`` is imported.
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A loopback port nothing listened on a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
+    """The status of ``GET path``, or 0 when nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        return connection.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        connection.close()
+
+
+class Server:
+    """``argv`` serving on ``port``; up once ``GET ready`` answers 200."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        port: int,
+        env: dict[str, str],
+        log: Path,
+        ready: str,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.env = env
+        self.log = log
+        self.ready = ready
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the command in a new process group and wait until it answers."""
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(  # noqa: S603 (our own argv)
+                self.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while get(self.port, self.ready) != 200:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not come up:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM the whole group; SIGKILL it if it lingers."""
+        if self.process is None:
+            return
+        process, self.process = self.process, None
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        # Workers left behind by a master that died first.
+        _signal_group(process.pid, signal.SIGKILL)
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines the server printed."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "".join(text.splitlines(keepends=True)[-lines:])
+
+    def worker_rss_kib(self) -> dict[int, int]:
+        """VmRSS of each worker (a child of the gunicorn master), by pid."""
+        if self.process is None:
+            return {}
+        return {pid: _rss_kib(pid) for pid in _children(self.process.pid)}
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signum)
+
+
+def _children(parent: int) -> list[int]:
+    """Pids whose parent is ``parent``, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces; the parent
+        # pid is the second field after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bare_server(folder: Path, workers: int) -> Server:
+    """The bare Flask app under gunicorn, with the options ``authsvc serve`` uses.
+
+    Those are set in ``authsvc.server.run``: the worker count, sync workers,
+    30 s timeouts, keep-alive 5 s, 65 KiB header fields, the error log on stderr
+    at info, no access log, no control socket.
+    """
+    port = free_port()
+    control = ["--no-control-socket"] if "control_socket_disable" in _settings() else []
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        f"--bind=127.0.0.1:{port}",
+        f"--workers={workers}",
+        "--worker-class=sync",
+        "--timeout=30",
+        "--graceful-timeout=30",
+        "--keep-alive=5",
+        f"--limit-request-field_size={64 * 1024 + 1024}",
+        "--error-logfile=-",
+        "--log-level=info",
+        *control,
+        "bench.bare:app",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return Server(
+        "bare gunicorn", argv, port=port, env=env, log=folder / "bare.log", ready="/"
+    )
+
+
+def _settings() -> set[str]:
+    return {setting.name for setting in KNOWN_SETTINGS}
+
+
+def authsvc_server(folder: Path, workers: int, settings: dict[str, str]) -> Server:
+    """``authsvc serve`` with ``settings`` (names without AUTHSVC_) on a free port."""
+    port = free_port()
+    beside = Path(sys.executable).parent / "authsvc"
+    executable = str(beside) if beside.exists() else shutil.which("authsvc")
+    if executable is None:
+        raise RuntimeError("authsvc is not installed: pip install -e .[test]")
+    argv = [
+        executable,
+        "serve",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        f"--workers={workers}",
+    ]
+    env = {
+        **os.environ,
+        **{f"AUTHSVC_{name}": value for name, value in settings.items()},
+    }
+    return Server(
+        "authsvc serve",
+        argv,
+        port=port,
+        env=env,
+        log=folder / "authsvc.log",
+        ready="/health",
+    )

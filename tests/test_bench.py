@@ -1,0 +1,39 @@
+"""The benchmark harness keeps working: its smoke mode, run end to end on SQLite."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from live import clean_env
+
+ROOT = Path(__file__).resolve().parent.parent
+ENDPOINTS = {"bare GET /", "GET /me", "POST /refresh", "POST /login"}
+#: A row of the results table: backend, endpoint, connections, requests/s, p50,
+#: p99, share of the bare route's throughput, failed requests, client CPU.
+ROW = re.compile(
+    r"^sqlite +(?P<endpoint>bare GET /|GET /me|POST /refresh|POST /login) +"
+    r"(?P<connections>\d+) +(?P<rps>[\d.]+) +[\d.]+ +[\d.]+ +[-\d.]+ +"
+    r"(?P<failed>\d+) +\d+%$",
+    re.MULTILINE,
+)
+
+
+def test_smoke_run_prints_throughput_of_the_bare_route_and_every_endpoint():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = list(ROW.finditer(result.stdout))
+    assert {row["endpoint"] for row in rows} == ENDPOINTS, result.stdout
+    for row in rows:
+        assert float(row["rps"]) > 0, row[0]
+        assert int(row["failed"]) == 0, row[0]
+    assert "load generator: python" in result.stdout
