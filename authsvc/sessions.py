@@ -14,7 +14,16 @@ from typing import Any
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 
 from . import audit, clock
 from .db import get_db, get_session
@@ -56,26 +65,46 @@ class Principal(UserMixin):
     session_id: str
 
 
+@dataclass(frozen=True)
+class Grant:
+    """Whom a session's tokens are for: all that issuing them needs to know."""
+
+    user_id: uuid.UUID
+    username: str
+    roles: list[str]
+    session_id: uuid.UUID
+    #: The session's absolute end, which no token outlives.
+    ends_at: datetime
+
+
 def open_session(user: User, client: Client) -> IssuedTokens:
     """Start a session for ``user`` and issue its first tokens."""
     db = get_session()
     now = clock.now()
-    config = current_app.config
-    session = AuthSession(
-        user_id=user.id,
-        created_at=now,
-        last_used_at=now,
-        expires_at=now + timedelta(seconds=config["SESSION_TTL"]),
-        user_agent=(client.user_agent or None) and client.user_agent[:512],
-        ip_address=client.ip_address,
+    grant = Grant(
+        user.id,
+        user.username,
+        list(user.roles),
+        uuid.uuid4(),
+        now + timedelta(seconds=current_app.config["SESSION_TTL"]),
     )
-    db.add(session)
-    db.flush()
+    db.connection().execute(
+        insert(AuthSession.__table__),
+        {
+            "id": grant.session_id,
+            "user_id": user.id,
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": grant.ends_at,
+            "user_agent": (client.user_agent or None) and client.user_agent[:512],
+            "ip_address": client.ip_address,
+        },
+    )
     refresh_token = new_refresh_token()
-    refresh_expires_at = _add_refresh_token(session, refresh_token, now)
+    refresh_expires_at = _add_refresh_token(grant, refresh_token, now)
     db.commit()
-    audit.record("login_succeeded", user_id=user.id, session_id=session.id)
-    return _issue(user, session, refresh_token, refresh_expires_at, now)
+    audit.record("login_succeeded", user_id=user.id, session_id=grant.session_id)
+    return _issue(grant, refresh_token, refresh_expires_at, now)
 
 
 def refresh(refresh_token: str) -> IssuedTokens:
@@ -87,35 +116,35 @@ def refresh(refresh_token: str) -> IssuedTokens:
     and revoke the whole session.
     """
     db = get_session()
+    connection = db.connection()
+    statements = _refresh_statements()
     now = clock.now()
-    row = db.execute(
-        select(RefreshToken, AuthSession, User)
-        .join(AuthSession, RefreshToken.session_id == AuthSession.id)
-        .join(User, AuthSession.user_id == User.id)
-        .where(RefreshToken.token_hash == hash_refresh_token(refresh_token))
+    found = connection.execute(
+        statements.find, {"token_hash": hash_refresh_token(refresh_token)}
     ).one_or_none()
-    if row is None:
+    if found is None:
         raise Problem("invalid_refresh_token")
-    token, session, user = row
-    if not (user.is_active and _is_live(session, now)):
+    grant = Grant(
+        found.user_id, found.username, found.roles, found.session_id, found.ends_at
+    )
+    if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
         raise Problem("invalid_refresh_token")
     successor = successor_of(get_keys().refresh_key, refresh_token)
-    spent_at = token.spent_at
+    spent_at = found.spent_at
     if spent_at is None:
-        if token.expires_at <= now:
+        if found.expires_at <= now:
             raise Problem("invalid_refresh_token")
-        if _spend(token.id, now):
-            expires_at = _add_refresh_token(session, successor, now)
-            db.execute(
-                update(AuthSession)
-                .where(AuthSession.id == session.id)
-                .values(last_used_at=now)
-            )
+        spend = {"token_id": found.token_id, "now": now}
+        if connection.execute(statements.spend, spend).rowcount == 1:
+            expires_at = _add_refresh_token(grant, successor, now)
+            connection.execute(statements.touch, spend | {"sid": grant.session_id})
             db.commit()
-            audit.record("refreshed", user_id=session.user_id, session_id=session.id)
-            return _issue(user, session, successor, expires_at, now)
+            session_id = grant.session_id
+            audit.record("refreshed", user_id=grant.user_id, session_id=session_id)
+            return _issue(grant, successor, expires_at, now)
+        db.commit()  # end the transaction that lost, releasing SQLite's write lock
         spent_at = db.scalar(
-            select(RefreshToken.spent_at).where(RefreshToken.id == token.id)
+            select(RefreshToken.spent_at).where(RefreshToken.id == found.token_id)
         )
     grace = current_app.config["REFRESH_REUSE_GRACE"]
     in_grace = spent_at is not None and now - spent_at <= timedelta(seconds=grace)
@@ -126,25 +155,54 @@ def refresh(refresh_token: str) -> IssuedTokens:
             )
         )
         if expires_at is not None:
-            return _issue(user, session, successor, expires_at, now)
+            return _issue(grant, successor, expires_at, now)
     audit.record(
-        "refresh_reuse_detected", user_id=session.user_id, session_id=session.id
+        "refresh_reuse_detected", user_id=grant.user_id, session_id=grant.session_id
     )
-    revoke_sessions(AuthSession.id == session.id, reason="refresh_reuse")
+    revoke_sessions(AuthSession.id == grant.session_id, reason="refresh_reuse")
     raise Problem("invalid_refresh_token")
 
 
-def _spend(token_id: int, now: datetime) -> bool:
-    db = get_session()
-    result = db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.id == token_id, RefreshToken.spent_at.is_(None))
-        .values(spent_at=now)
+@dataclass(frozen=True)
+class _RefreshStatements:
+    find: Select[Any]
+    spend: Update
+    touch: Update
+
+
+@cache
+def _refresh_statements() -> _RefreshStatements:
+    # Built once, and on tables rather than entities: refresh is a hot path, and
+    # these skip both statement construction and the ORM's bookkeeping.
+    tokens, sessions = RefreshToken.__table__, AuthSession.__table__
+    find = (
+        select(
+            tokens.c.id.label("token_id"),
+            tokens.c.expires_at,
+            tokens.c.spent_at,
+            sessions.c.id.label("session_id"),
+            sessions.c.revoked_at,
+            sessions.c.expires_at.label("ends_at"),
+            User.id.label("user_id"),
+            User.username,
+            User.roles,
+            User.is_active,
+        )
+        .join(sessions, tokens.c.session_id == sessions.c.id)
+        .join(User, sessions.c.user_id == User.id)
+        .where(tokens.c.token_hash == bindparam("token_hash"))
     )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    db.commit()  # end the transaction that lost, releasing SQLite's write lock
-    return False
+    spend = (
+        update(tokens)
+        .where(tokens.c.id == bindparam("token_id"), tokens.c.spent_at.is_(None))
+        .values(spent_at=bindparam("now"))
+    )
+    touch = (
+        update(sessions)
+        .where(sessions.c.id == bindparam("sid"))
+        .values(last_used_at=bindparam("now"))
+    )
+    return _RefreshStatements(find, spend, touch)
 
 
 def logout(principal: Principal, *, everywhere: bool = False) -> None:
@@ -286,40 +344,33 @@ def _principal_query() -> Select[Any]:
     )
 
 
-def _is_live(session: AuthSession, now: datetime) -> bool:
-    return session.revoked_at is None and session.expires_at > now
-
-
-def _add_refresh_token(session: AuthSession, token: str, now: datetime) -> datetime:
+def _add_refresh_token(grant: Grant, token: str, now: datetime) -> datetime:
     """Store a refresh token's hash; it dies when idle, or with its session."""
     idle = now + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])
-    expires_at = min(idle, session.expires_at)
-    get_session().add(
-        RefreshToken(
-            session_id=session.id,
-            token_hash=hash_refresh_token(token),
-            created_at=now,
-            expires_at=expires_at,
-        )
+    expires_at = min(idle, grant.ends_at)
+    get_session().connection().execute(
+        insert(RefreshToken.__table__),
+        {
+            "session_id": grant.session_id,
+            "token_hash": hash_refresh_token(token),
+            "created_at": now,
+            "expires_at": expires_at,
+        },
     )
     return expires_at
 
 
 def _issue(
-    user: User,
-    session: AuthSession,
-    refresh_token: str,
-    refresh_expires_at: datetime,
-    now: datetime,
+    grant: Grant, refresh_token: str, refresh_expires_at: datetime, now: datetime
 ) -> IssuedTokens:
     issued_at = int(now.timestamp())
     ttl = current_app.config["ACCESS_TOKEN_TTL"]
-    expires_at = min(issued_at + ttl, int(session.expires_at.timestamp()))
+    expires_at = min(issued_at + ttl, int(grant.ends_at.timestamp()))
     access_token = get_keys().sign(
-        subject=str(user.id),
-        username=user.username,
-        session_id=str(session.id),
-        roles=list(user.roles),
+        subject=str(grant.user_id),
+        username=grant.username,
+        session_id=str(grant.session_id),
+        roles=list(grant.roles),
         issued_at=issued_at,
         expires_at=expires_at,
     )
@@ -328,7 +379,7 @@ def _issue(
         expires_in=expires_at - issued_at,
         refresh_token=refresh_token,
         refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
-        session_id=str(session.id),
+        session_id=str(grant.session_id),
     )
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from flask import Flask, current_app
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
-from sqlalchemy import Engine, case, delete, update
+from sqlalchemy import Engine, bindparam, case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import clock
@@ -47,30 +47,29 @@ class Counters(Protocol):
         """Count one more; return the new count and the seconds left in its window."""
         ...
 
-    def release(self, key: str) -> None:
-        """Count one less, but only within the window the count was made in."""
+    def release(self, keys: Sequence[str]) -> None:
+        """Count each one less, but only within the window the count was made in."""
         ...
 
 
 class DatabaseCounters:
-    """Counters as rows of the service's database, one atomic upsert per change."""
+    """Counters as rows of the service's database, one atomic upsert per change.
+
+    Both statements are built once: on the login path their construction would
+    otherwise cost more than running them.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = (
-            postgresql.insert
-            if engine.dialect.name == "postgresql"
-            else (sqlite.insert)
-        )
-
-    def incr(self, key: str, expiry: int) -> tuple[int, float]:
-        now = clock.now()
         table = ThrottleCounter.__table__
-        fresh = self._insert(table).values(
-            key=key, count=1, expires_at=now + timedelta(seconds=expiry)
+        insert = (
+            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         )
-        expired = table.c.expires_at <= now
-        statement = fresh.on_conflict_do_update(
+        fresh = insert(table).values(
+            key=bindparam("key"), count=1, expires_at=bindparam("expires_at")
+        )
+        expired = table.c.expires_at <= bindparam("now")
+        self._incr = fresh.on_conflict_do_update(
             index_elements=[table.c.key],
             set_={
                 "count": case((expired, fresh.excluded.count), else_=table.c.count + 1),
@@ -79,22 +78,28 @@ class DatabaseCounters:
                 ),
             },
         ).returning(table.c.count, table.c.expires_at)
+        self._release = (
+            update(table)
+            .where(
+                table.c.key.in_(bindparam("keys", expanding=True)),
+                table.c.expires_at > bindparam("now"),
+                table.c.count > 0,
+            )
+            .values(count=table.c.count - 1)
+        )
+
+    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+        now = clock.now()
+        expires_at = now + timedelta(seconds=expiry)
         with self.engine.begin() as connection:
-            count, expires_at = connection.execute(statement).one()
+            count, expires_at = connection.execute(
+                self._incr, {"key": key, "expires_at": expires_at, "now": now}
+            ).one()
         return count, _seconds_until(expires_at, now)
 
-    def release(self, key: str) -> None:
-        table = ThrottleCounter.__table__
+    def release(self, keys: Sequence[str]) -> None:
         with self.engine.begin() as connection:
-            connection.execute(
-                update(table)
-                .where(
-                    table.c.key == key,
-                    table.c.expires_at > clock.now(),
-                    table.c.count > 0,
-                )
-                .values(count=table.c.count - 1)
-            )
+            connection.execute(self._release, {"keys": list(keys), "now": clock.now()})
 
 
 def _seconds_until(moment: datetime, now: datetime) -> float:
@@ -125,13 +130,14 @@ class RedisCounters:
         count = self.memory.incr(key, expiry)
         return count, self.memory.get_expiry(key) - clock.system_clock().timestamp()
 
-    def release(self, key: str) -> None:
-        try:
-            self.redis.storage.eval(RELEASE_SCRIPT, 1, self.redis.prefixed_key(key))
-            return
-        except Exception as exc:
-            self._fell_back(exc)
-        self.memory.decr(key)
+    def release(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            try:
+                self.redis.storage.eval(RELEASE_SCRIPT, 1, self.redis.prefixed_key(key))
+                continue
+            except Exception as exc:
+                self._fell_back(exc)
+            self.memory.decr(key)
 
     @staticmethod
     def _fell_back(exc: Exception) -> None:
@@ -199,8 +205,8 @@ class Throttle:
         return reserved
 
     def _release(self, reserved: Sequence[str]) -> None:
-        for key in reserved:
-            self.counters.release(key)
+        if reserved:
+            self.counters.release(reserved)
 
 
 def _digest(account: str) -> str:
