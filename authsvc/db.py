@@ -116,12 +116,12 @@ class Database:
 
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
-        #: For single reads on the hot path: with no transaction around them there
-        #: is no BEGIN and no ROLLBACK to send, one round trip instead of three.
-        self.reader = (
+        #: For single statements on hot paths, each its own transaction: on
+        #: PostgreSQL no BEGIN and no COMMIT or ROLLBACK travel with them.
+        self.autocommit = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
             if self.engine.dialect.name == "postgresql"
-            else self.engine  # SQLite starts no transaction for a read anyway
+            else self.engine  # SQLite would pay for switching more than it saves
         )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 

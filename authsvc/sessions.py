@@ -304,7 +304,7 @@ def load_principal(claims: AccessClaims) -> Principal:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
         raise Problem("invalid_token") from None
-    with get_db().reader.connect() as connection:
+    with get_db().autocommit.connect() as connection:
         row = connection.execute(
             _principal_query(), {"session_id": session_id, "user_id": user_id}
         ).one_or_none()

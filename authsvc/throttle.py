@@ -56,7 +56,8 @@ class DatabaseCounters:
     """Counters as rows of the service's database, one atomic upsert per change.
 
     Both statements are built once: on the login path their construction would
-    otherwise cost more than running them.
+    otherwise cost more than running them. Each is atomic on its own, so
+    ``engine`` may run them without a transaction around them.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -229,7 +230,7 @@ def init_app(app: Flask) -> None:
     counters: Counters = (
         RedisCounters(uri)
         if uri
-        else DatabaseCounters(app.extensions["authsvc.db"].engine)
+        else DatabaseCounters(app.extensions["authsvc.db"].autocommit)
     )
     app.extensions["authsvc.throttle"] = Throttle(
         counters,
