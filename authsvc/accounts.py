@@ -10,9 +10,10 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
+from functools import cache
 
 from flask import current_app
-from sqlalchemy import ColumnElement, func, or_, select, true
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, true
 from sqlalchemy.exc import IntegrityError
 
 from . import audit, clock, sessions
@@ -126,10 +127,7 @@ def authenticate(username: str, password: str) -> User:
     password verification each, so neither the answer nor its timing tells them
     apart. A hash made with outdated parameters is redone.
     """
-    key = canonical(username)
-    user = get_session().scalar(
-        select(User).where(or_(User.username_key == key, User.email_key == key))
-    )
+    user = _user_named(username)
     passwords = get_passwords()
     if user is None:
         passwords.verify_dummy(password)
@@ -228,13 +226,22 @@ def find_user(user_id: str) -> User:
 
 def find_user_by_name(username: str) -> User:
     """Return the user with this username or e-mail, or raise ``not_found``."""
-    key = canonical(username)
-    user = get_session().scalar(
-        select(User).where(or_(User.username_key == key, User.email_key == key))
-    )
+    user = _user_named(username)
     if user is None:
         raise Problem("not_found", "No such user.")
     return user
+
+
+def _user_named(username: str) -> User | None:
+    return get_session().scalar(_by_name(), {"key": canonical(username)})
+
+
+@cache
+def _by_name() -> Select[tuple[User]]:
+    # Built once: it is on the login path, where every millisecond beside the
+    # password hash counts.
+    key = bindparam("key")
+    return select(User).where(or_(User.username_key == key, User.email_key == key))
 
 
 def _user(user_id: str | uuid.UUID) -> User:

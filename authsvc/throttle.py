@@ -82,7 +82,7 @@ class DatabaseCounters:
         self._release = (
             update(table)
             .where(
-                table.c.key.in_(bindparam("keys", expanding=True)),
+                table.c.key == bindparam("name"),
                 table.c.expires_at > bindparam("now"),
                 table.c.count > 0,
             )
@@ -99,8 +99,9 @@ class DatabaseCounters:
         return count, _seconds_until(expires_at, now)
 
     def release(self, keys: Sequence[str]) -> None:
+        now = clock.now()
         with self.engine.begin() as connection:
-            connection.execute(self._release, {"keys": list(keys), "now": clock.now()})
+            connection.execute(self._release, [{"name": k, "now": now} for k in keys])
 
 
 def _seconds_until(moment: datetime, now: datetime) -> float:
