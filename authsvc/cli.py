@@ -110,7 +110,7 @@ def serve(host: str, port: int, workers: int) -> None:
         )
         if not migrated:
             defer_upgrade()
-    get_db().engine.dispose()  # no connection of this process crosses a fork
+    get_db().dispose()  # no connection of this process crosses a fork
     if app.config["ENV"] == "development":
         log.warning(
             "development setup (AUTHSVC_ENV=development): database %s; "

@@ -76,14 +76,18 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, statement_timeout: int = 0) -> Engine:
+def make_engine(
+    url: str, *, statement_timeout: int = 0, durable: bool = True
+) -> Engine:
     """Build the engine for ``url``: WAL SQLite, or pooled PostgreSQL with pre-ping.
 
     On PostgreSQL every wait is bounded: making a connection (``CONNECT_TIMEOUT``),
     getting one from the pool (``POOL_TIMEOUT``) and, unless ``statement_timeout``
     is 0, each statement (seconds; the server cancels it past that). Pre-ping
     replaces connections the server dropped, so no restart is needed after an
-    outage. SQLite keeps its busy timeout instead.
+    outage. Without ``durable``, commits return before the server's write-ahead
+    log reaches the disk (a crash of the server can lose the last instant of
+    them, never corrupt anything). SQLite keeps its busy timeout instead.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -93,35 +97,50 @@ def make_engine(url: str, *, statement_timeout: int = 0) -> Engine:
         event.listen(engine, "connect", _tune_sqlite)
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    # Startup options: no extra round trip, and they hold for every statement of
+    # the connection. Options already in the URL are kept.
+    given = parsed.query.get("options", "")
+    options = [" ".join(given) if isinstance(given, tuple) else given]
     if statement_timeout:
-        # A startup option: no extra round trip, and it holds for every statement
-        # of the connection. Options already in the URL are kept.
-        given = parsed.query.get("options", "")
-        if isinstance(given, tuple):
-            given = " ".join(given)
-        limit = f"-c statement_timeout={statement_timeout * 1000}"
-        connect_args["options"] = f"{given} {limit}".strip()
+        options.append(f"-c statement_timeout={statement_timeout * 1000}")
+    if not durable:
+        options.append("-c synchronous_commit=off")
+    if any(options):
+        connect_args["options"] = " ".join(filter(None, options))
     return create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
+        # The counters' pool is small: each request uses it for a statement or two.
+        pool_size=5 if durable else 2,
+        max_overflow=10 if durable else 3,
         pool_timeout=POOL_TIMEOUT,
         connect_args=connect_args,
     )
 
 
 class Database:
-    """The engine and session factory of one app."""
+    """The engines and session factory of one app."""
 
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
+        postgres = self.engine.dialect.name == "postgresql"
         #: For single statements on hot paths, each its own transaction: on
         #: PostgreSQL no BEGIN and no COMMIT or ROLLBACK travel with them.
         self.autocommit = (
             self.engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self.engine.dialect.name == "postgresql"
+            if postgres
             else self.engine  # SQLite would pay for switching more than it saves
+        )
+        #: For throttle counters, single statements too. Losing the last instant of
+        #: them in a crash of the database costs nothing, so on PostgreSQL their
+        #: commits do not wait for the disk: a login then waits for one flush, its
+        #: session's, instead of four.
+        self.counters = (
+            make_engine(
+                url, statement_timeout=statement_timeout, durable=False
+            ).execution_options(isolation_level="AUTOCOMMIT")
+            if postgres
+            else self.engine
         )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -129,6 +148,12 @@ class Database:
         """Run a trivial query; raises when the database does not answer."""
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection, of both engines."""
+        self.engine.dispose()
+        if self.counters is not self.engine:
+            self.counters.engine.dispose()
 
 
 # --- a schema upgrade put off until the database answers -------------------------

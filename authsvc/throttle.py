@@ -231,7 +231,7 @@ def init_app(app: Flask) -> None:
     counters: Counters = (
         RedisCounters(uri)
         if uri
-        else DatabaseCounters(app.extensions["authsvc.db"].autocommit)
+        else DatabaseCounters(app.extensions["authsvc.db"].counters)
     )
     app.extensions["authsvc.throttle"] = Throttle(
         counters,

@@ -81,7 +81,7 @@ class Service:
         _traceback: TracebackType | None,
     ) -> None:
         self.server.stop()
-        self.app.extensions["authsvc.db"].engine.dispose()
+        self.app.extensions["authsvc.db"].dispose()
 
     @property
     def port(self) -> int:

@@ -82,7 +82,7 @@ def database_url(request: pytest.FixtureRequest, empty_database, tmp_path_factor
         }
     )
     upgrade(app)
-    app.extensions["authsvc.db"].engine.dispose()
+    app.extensions["authsvc.db"].dispose()
     return url
 
 
@@ -110,13 +110,13 @@ def settings(database_url: str, clock: FakeClock, tmp_path) -> dict:
 def app(settings: dict) -> Iterator:
     app = create_app(settings)
     yield app
-    engine = app.extensions["authsvc.db"].engine
-    with engine.begin() as connection:
+    database = app.extensions["authsvc.db"]
+    with database.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             # The signing keys outlive a test: generating one per test is slow.
             if table.name != "signing_keys":
                 connection.execute(delete(table))
-    engine.dispose()
+    database.dispose()
 
 
 @pytest.fixture
@@ -130,7 +130,7 @@ def make_app(settings: dict, app) -> Iterator:
 
     yield make
     for other in made:
-        other.extensions["authsvc.db"].engine.dispose()
+        other.extensions["authsvc.db"].dispose()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def fresh_app(request, empty_database, tmp_path):
         }
     )
     yield app
-    app.extensions["authsvc.db"].engine.dispose()
+    app.extensions["authsvc.db"].dispose()
 
 
 def table_names(app) -> set[str]:

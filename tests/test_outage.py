@@ -323,6 +323,14 @@ def test_engine_bounds_every_statement(cluster):
                 assert connection.scalar(text("SHOW search_path")) == "pg_catalog"
         finally:
             engine.dispose()
+    engine = make_engine(url, statement_timeout=2, durable=False)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SHOW synchronous_commit")) == "off"
+            assert connection.scalar(text("SHOW statement_timeout")) == "2s"
+            assert connection.scalar(text("SHOW search_path")) == "pg_catalog"
+    finally:
+        engine.dispose()
 
 
 def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
@@ -351,4 +359,4 @@ def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
     assert migrations.current_revision(app) is not None
     response = client.post("/users", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 201, response.json
-    app.extensions["authsvc.db"].engine.dispose()
+    app.extensions["authsvc.db"].dispose()

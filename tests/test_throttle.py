@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from helpers import PASSWORD, bearer, problem
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from authsvc import accounts, throttle
 from authsvc.config import ConfigError, load_config
@@ -516,3 +516,14 @@ def test_canonical_is_the_account_key():
         == accounts.canonical("Alice")
         == accounts.canonical(" alice ")
     )
+
+
+def test_only_counters_skip_waiting_for_the_disk(app):
+    database = app.extensions["authsvc.db"]
+    if database.engine.dialect.name == "sqlite":
+        assert database.counters is database.engine  # WAL, synchronous=NORMAL
+        return
+    with database.counters.connect() as connection:
+        assert connection.scalar(text("SHOW synchronous_commit")) == "off"
+    with database.engine.connect() as connection:
+        assert connection.scalar(text("SHOW synchronous_commit")) == "on"
