@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.load import Load, Measurement
-from bench.service import BARE, BARE_LOAD, Service
+from bench.service import BARE, BARE_LOAD, LOGIN, Service
 
 Say = Callable[[str], None]
 
@@ -97,6 +97,8 @@ def interleave(
             measured = generator.run(
                 service.port, load, case.connections, plan.duration
             )
+            if case.endpoint == LOGIN:
+                service.time_verification()
             series.bare.append(bare)
             series.service.append(measured)
             say(
