@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from authsvc.config import SETTINGS, SUPPORTED_ALGORITHMS
 from bench.databases import (
     DEFAULT_POSTGRES_URL,
     postgres_database,
@@ -62,6 +63,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"))
+    parser.add_argument(
+        "--algorithm",
+        choices=SUPPORTED_ALGORITHMS,
+        default=SETTINGS["JWT_ALGORITHM"].default,
+        help="AUTHSVC_JWT_ALGORITHM of the service (default: its own default)",
+    )
     parser.add_argument(
         "--seed-users",
         type=int,
@@ -160,7 +167,9 @@ def bench_backend(
     plan = Plan(options.rounds, options.duration, options.warmup)
     with database(backend, folder / backend, options) as url:
         say(f"{backend}: seeding {BASE_ACCOUNTS:,} accounts, starting authsvc serve")
-        with Service(backend, url, folder / backend, options.workers) as service:
+        with Service(
+            backend, url, folder / backend, options.workers, options.algorithm
+        ) as service:
             outcome = Outcome(backend, service.argon2())
             if options.seed_users is None:
                 measured = interleave(
@@ -241,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seconds = time.monotonic() - started
     found = versions(postgres if "postgresql" in options.backends else "not used")
     used = generator.describe(options.connections)
-    print(report(outcomes, environment(found, used)))
+    print(report(outcomes, environment(found, used, options.algorithm)))
     print(f"\ntook {seconds:.0f} s")
     if options.json:
         document = {

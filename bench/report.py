@@ -58,10 +58,13 @@ def versions(postgresql: str | None) -> dict[str, str]:
     return found
 
 
-def environment(found: dict[str, str], generator: str) -> str:
+def environment(found: dict[str, str], generator: str, algorithm: str) -> str:
     """The lines that say what the figures were measured with."""
     listed = ", ".join(f"{name} {version}" for name, version in found.items())
-    return f"versions: {listed}\ncpus: {os.cpu_count()}\nload generator: {generator}"
+    return (
+        f"versions: {listed}\ncpus: {os.cpu_count()}\n"
+        f"load generator: {generator}\naccess tokens: {algorithm}"
+    )
 
 
 def _cells(row: Row) -> tuple[str, ...]:

@@ -48,7 +48,12 @@ class Service:
     """authsvc on ``database_url`` with ``BASE_ACCOUNTS`` accounts, each logged in."""
 
     def __init__(
-        self, backend: str, database_url: str, folder: Path, workers: int
+        self,
+        backend: str,
+        database_url: str,
+        folder: Path,
+        workers: int,
+        algorithm: str,
     ) -> None:
         self.backend = backend
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,6 +63,7 @@ class Service:
             "INSTANCE_PATH": str(folder),
             "LOGIN_RATE_LIMIT": UNTHROTTLED,
             "REGISTRATION_RATE_LIMIT": UNTHROTTLED,
+            "JWT_ALGORITHM": algorithm,
         }
         # Seeding a million rows must not meet the per-statement limit of requests.
         self.app = create_app({**self.settings, "DB_STATEMENT_TIMEOUT": "0"})
