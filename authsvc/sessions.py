@@ -139,8 +139,9 @@ def refresh(refresh_token: str) -> IssuedTokens:
             expires_at = _add_refresh_token(grant, successor, now)
             connection.execute(statements.touch, spend | {"sid": grant.session_id})
             db.commit()
-            session_id = grant.session_id
-            audit.record("refreshed", user_id=grant.user_id, session_id=session_id)
+            audit.record(
+                "refreshed", user_id=grant.user_id, session_id=grant.session_id
+            )
             return _issue(grant, successor, expires_at, now)
         db.commit()  # end the transaction that lost, releasing SQLite's write lock
         spent_at = db.scalar(

@@ -104,29 +104,6 @@ def unverified_kid(token: str) -> object:
     return header.get("kid")
 
 
-def decode_access_token(
-    token: str,
-    *,
-    key: Any,
-    algorithm: str,
-    kid: str,
-    issuer: str,
-    audience: str,
-    now: int,
-    leeway: int = 0,
-) -> AccessClaims:
-    """Verify signature, header and claims of an access token against ``now``."""
-    claims = verify_signed_claims(
-        token,
-        key=key,
-        algorithm=algorithm,
-        kid=kid,
-        issuer=issuer,
-        audience=audience,
-    )
-    return check_lifetime(claims, now=now, leeway=leeway)
-
-
 def verify_signed_claims(
     token: str, *, key: Any, algorithm: str, kid: str, issuer: str, audience: str
 ) -> AccessClaims:

@@ -18,7 +18,7 @@ from authsvc.tokens import (
     AccessClaims,
     TokenError,
     TokenExpired,
-    decode_access_token,
+    check_lifetime,
     derive_key,
     encode_access_token,
     hash_refresh_token,
@@ -26,6 +26,7 @@ from authsvc.tokens import (
     new_refresh_token,
     successor_refresh_token,
     unverified_kid,
+    verify_signed_claims,
 )
 
 SECRET = "test-secret-" + "x" * 40
@@ -40,6 +41,17 @@ URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 CONTRACT_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "roles")
 #: Marks a claim or header to leave out of a forged token.
 MISSING = object()
+#: The claims of a valid access token at NOW, for tokens made without the service.
+VALID_CLAIMS = {
+    "iss": ISSUER,
+    "aud": AUDIENCE,
+    "sub": "user-1",
+    "sid": "session-1",
+    "jti": "jti-1",
+    "iat": NOW,
+    "exp": NOW + TTL,
+    "roles": ["admin"],
+}
 
 
 def issue(**changes) -> str:
@@ -68,23 +80,17 @@ def decode(token: str, **changes) -> AccessClaims:
         "issuer": ISSUER,
         "audience": AUDIENCE,
         "now": NOW,
+        "leeway": 0,
     }
-    return decode_access_token(token, **{**arguments, **changes})
+    arguments.update(changes)
+    now, leeway = arguments.pop("now"), arguments.pop("leeway")
+    claims = verify_signed_claims(token, **arguments)
+    return check_lifetime(claims, now=now, leeway=leeway)
 
 
 def forge(*, key=KEY, algorithm: str = "HS256", headers=None, **changes) -> str:
     """Sign claims with PyJWT; they default to a valid set, MISSING drops one."""
-    payload = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "user-1",
-        "sid": "session-1",
-        "jti": "jti-1",
-        "iat": NOW,
-        "exp": NOW + TTL,
-        "roles": ["admin"],
-        **changes,
-    }
+    payload = {**VALID_CLAIMS, **changes}
     header = {"typ": "at+jwt", "kid": KID, **(headers or {})}
     claims = {name: value for name, value in payload.items() if value is not MISSING}
     # The JWS layer signs any bytes, so claims PyJWT would not encode get through.
@@ -196,20 +202,7 @@ def test_rs256_refuses_hs256_signed_with_the_public_key(rsa_pem):
     """The key-confusion attack of RFC 8725 section 2.1."""
     _, public_pem = rsa_pem
     signing_input = (
-        b64({"alg": "HS256", "typ": "at+jwt", "kid": KID})
-        + "."
-        + b64(
-            {
-                "iss": ISSUER,
-                "aud": AUDIENCE,
-                "sub": "user-1",
-                "sid": "session-1",
-                "jti": "jti-1",
-                "iat": NOW,
-                "exp": NOW + TTL,
-                "roles": ["admin"],
-            }
-        )
+        b64({"alg": "HS256", "typ": "at+jwt", "kid": KID}) + "." + b64(VALID_CLAIMS)
     )
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     signature = base64.urlsafe_b64encode(mac).decode().rstrip("=")
