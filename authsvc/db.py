@@ -6,12 +6,13 @@ import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import DateTime, Engine, MetaData, Select, create_engine, event, text
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -143,6 +144,14 @@ class Database:
             else self.engine
         )
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._driver_queries: dict[Select[Any], DriverQuery] = {}
+
+    def driver_query(self, statement: Select[Any]) -> DriverQuery:
+        """``statement`` as a :class:`DriverQuery`, compiled on first use."""
+        query = self._driver_queries.get(statement)
+        if query is None:
+            query = self._driver_queries[statement] = DriverQuery(self.engine, statement)
+        return query
 
     def ping(self) -> None:
         """Run a trivial query; raises when the database does not answer."""
@@ -154,6 +163,85 @@ class Database:
         self.engine.dispose()
         if self.counters is not self.engine:
             self.counters.engine.dispose()
+
+
+class DriverQuery:
+    """A SELECT compiled once, then run straight on a pooled driver connection.
+
+    For a read made on every request. Per execution SQLAlchemy's Core works out
+    a cache key, builds an execution context and wraps the cursor in a result,
+    several times the driver's own work for a one-row lookup by primary key. This
+    keeps what matters: the pool (its pre-ping included), the column types'
+    conversions, and errors raised as SQLAlchemy's, a lost connection invalidated.
+    """
+
+    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.engine = engine
+        self.sql = compiled.string
+        #: Bind names in the order of the statement's placeholders, or ``None``
+        #: for a driver taking a mapping (psycopg).
+        self.order = compiled.positiontup
+        self.binds = {
+            name: _processor(bind.type.dialect_impl(dialect).bind_processor(dialect))
+            for name, bind in compiled.binds.items()
+        }
+        self.columns = [
+            _processor(column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in statement.selected_columns
+        ]
+        #: PostgreSQL would open a transaction for the read, then roll it back.
+        self.autocommit = dialect.name == "postgresql"
+
+    def one_or_none(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row for ``params``, converted like Core would, or ``None``."""
+        values = {name: self.binds[name](value) for name, value in params.items()}
+        args = values if self.order is None else [values[name] for name in self.order]
+        connection = self.engine.raw_connection()
+        try:
+            row = self._fetch(connection, args)
+        finally:
+            connection.close()
+        if row is None:
+            return None
+        return tuple(convert(value) for convert, value in zip(self.columns, row))
+
+    def _fetch(self, connection: Any, args: Any) -> Any:
+        dialect = self.engine.dialect
+        driver = connection.driver_connection
+        cursor = None
+        try:
+            if self.autocommit:
+                driver.autocommit = True
+            cursor = connection.cursor()
+            cursor.execute(self.sql, args)
+            return cursor.fetchone()
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(
+                self.sql,
+                args,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+        finally:
+            if cursor is not None:
+                cursor.close()
+            if self.autocommit and connection.is_valid:
+                driver.autocommit = False
+
+
+def _processor(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
+    return convert if convert is not None else _same
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 # --- a schema upgrade put off until the database answers -------------------------

@@ -305,20 +305,22 @@ def load_principal(claims: AccessClaims) -> Principal:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
         raise Problem("invalid_token") from None
-    with get_db().autocommit.connect() as connection:
-        row = connection.execute(
-            _principal_query(), {"session_id": session_id, "user_id": user_id}
-        ).one_or_none()
-    if row is None or not row.is_active:
+    row = get_db().driver_query(_principal_query()).one_or_none(
+        {"session_id": session_id, "user_id": user_id}
+    )
+    if row is None:
         raise Problem("invalid_token")
-    if row.revoked_at is not None or row.expires_at <= clock.now():
+    username, email, roles, created_at, is_active, revoked_at, expires_at = row
+    if not is_active:
+        raise Problem("invalid_token")
+    if revoked_at is not None or expires_at <= clock.now():
         raise Problem("token_revoked")
     return Principal(
         id=claims.subject,
-        username=row.username,
-        email=row.email,
-        roles=list(row.roles),
-        created_at=row.created_at,
+        username=username,
+        email=email,
+        roles=list(roles),
+        created_at=created_at,
         session_id=claims.session_id,
     )
 

@@ -32,6 +32,8 @@ from bench.service import BASE_ACCOUNTS, LOGIN, ME, REFRESH, Service
 from bench.wrk import WrkGenerator
 
 BACKENDS = ("sqlite", "postgresql")
+#: What ``--endpoints`` takes, and the endpoint each name measures.
+ENDPOINTS = {"me": ME, "refresh": REFRESH, "login": LOGIN}
 #: What a target for login latency is read against: one argon2 verification.
 LOGIN_TARGET = 1.15
 
@@ -61,6 +63,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="of each server")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument(
+        "--endpoints", default=",".join(ENDPOINTS), help="some of: me, refresh, login"
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"))
     parser.add_argument(
@@ -94,6 +99,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     options.backends = [name.strip() for name in options.backends.split(",")]
     if unknown := set(options.backends) - set(BACKENDS):
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
+    options.endpoints = [name.strip() for name in options.endpoints.split(",")]
+    if unknown := set(options.endpoints) - set(ENDPOINTS):
+        parser.error(f"unknown endpoints: {', '.join(sorted(unknown))}")
     if options.seed_users is not None and options.seed_users <= BASE_ACCOUNTS:
         parser.error(f"--seed-users must be above {BASE_ACCOUNTS}")
     if min(options.rounds, options.connections, options.workers) < 1:
@@ -144,14 +152,10 @@ def database(backend: str, folder: Path, options: argparse.Namespace) -> Iterato
             yield url
 
 
-def cases(connections: int) -> list[Case]:
-    """The default cases; login also at 1 connection, where it does not queue."""
-    chosen = [
-        Case(ME, connections),
-        Case(REFRESH, connections),
-        Case(LOGIN, connections),
-    ]
-    if connections != 1:
+def cases(endpoints: Sequence[str], connections: int) -> list[Case]:
+    """The cases of ``endpoints``; login also at 1 connection, where it does not queue."""
+    chosen = [Case(ENDPOINTS[name], connections) for name in endpoints]
+    if "login" in endpoints and connections != 1:
         chosen.append(Case(LOGIN, 1))
     return chosen
 
@@ -172,11 +176,11 @@ def bench_backend(
         ) as service:
             outcome = Outcome(backend, service.argon2())
             if options.seed_users is None:
-                measured = interleave(
-                    generator, bare_port, service, cases(options.connections), plan, say
-                )
+                chosen = cases(options.endpoints, options.connections)
+                measured = interleave(generator, bare_port, service, chosen, plan, say)
                 outcome.rows = rows_of(backend, measured)
-                outcome.verify_ms = service.verify_ms()
+                if "login" in options.endpoints:
+                    outcome.verify_ms = service.verify_ms()
             else:
                 outcome.scale = run_scale(
                     generator,
