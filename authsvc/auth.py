@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
 
-from flask import Flask, Request, g, request
+from flask import Flask, Request, Response, g, request
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from flask_login import LoginManager, current_user, login_required
 from flask_login.config import EXEMPT_METHODS
@@ -40,6 +40,10 @@ class BearerLoginManager(LoginManager):
     def _load_user(self) -> None:
         user = self._request_callback(request) if self._request_callback else None
         return self._update_request_context_with_user(user)
+
+    def _update_remember_cookie(self, response: Response) -> Response:
+        # There is no remember cookie to set or clear, on any response.
+        return response
 
 
 login_manager = BearerLoginManager()

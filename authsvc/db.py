@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -150,7 +150,8 @@ class Database:
         """``statement`` as a :class:`DriverQuery`, compiled on first use."""
         query = self._driver_queries.get(statement)
         if query is None:
-            query = self._driver_queries[statement] = DriverQuery(self.engine, statement)
+            query = DriverQuery(self.engine, statement)
+            self._driver_queries[statement] = query
         return query
 
     def ping(self) -> None:
@@ -188,7 +189,9 @@ class DriverQuery:
             for name, bind in compiled.binds.items()
         }
         self.columns = [
-            _processor(column.type.dialect_impl(dialect).result_processor(dialect, None))
+            _processor(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+            )
             for column in statement.selected_columns
         ]
         #: PostgreSQL would open a transaction for the read, then roll it back.
@@ -205,7 +208,8 @@ class DriverQuery:
             connection.close()
         if row is None:
             return None
-        return tuple(convert(value) for convert, value in zip(self.columns, row))
+        pairs = zip(self.columns, row, strict=True)
+        return tuple(convert(value) for convert, value in pairs)
 
     def _fetch(self, connection: Any, args: Any) -> Any:
         dialect = self.engine.dialect

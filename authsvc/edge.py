@@ -40,11 +40,23 @@ class BoundedBody:
         return self.app(environ, start_response)
 
 
-def add_security_headers(response: Response) -> Response:
-    """Add the security headers; responses carry tokens or user data unless marked."""
-    response.headers.update(SECURITY_HEADERS)
-    response.headers.setdefault("Cache-Control", "no-store")
-    return response
+class SecurityHeaders:
+    """WSGI middleware: the security headers on every answer, errors included.
+
+    Responses carry tokens or user data, so none is cached unless it says so.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            if not any(name.lower() == "cache-control" for name, _ in headers):
+                headers.append(("Cache-Control", "no-store"))
+            headers.extend(SECURITY_HEADERS.items())
+            return start_response(status, headers, *exc_info)
+
+        return self.app(environ, start)
 
 
 def vary_by_origin(response: Response) -> Response:
@@ -56,7 +68,7 @@ def vary_by_origin(response: Response) -> Response:
 def init_app(app: Flask) -> None:
     """Bound bodies, trust only the configured proxies, allow only listed origins."""
     app.wsgi_app = BoundedBody(  # type: ignore[method-assign]
-        app.wsgi_app, app.config["MAX_CONTENT_LENGTH"]
+        SecurityHeaders(app.wsgi_app), app.config["MAX_CONTENT_LENGTH"]
     )
     proxies = app.config["PROXY_COUNT"]
     if proxies:
@@ -78,4 +90,3 @@ def init_app(app: Flask) -> None:
         # flask-cors adds Vary: Origin only for several origins, yet with one the
         # answer still depends on Origin.
         app.after_request(vary_by_origin)
-    app.after_request(add_security_headers)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
-import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, has_request_context, request
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: Where the request's id waits in the WSGI environ.
+ENVIRON_KEY = "authsvc.request_id"
 #: An incoming id is kept only if it is this short and this plain: anything else
 #: (a newline, a quote, a megabyte) could forge or break log lines downstream.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -25,21 +29,31 @@ def current_request_id() -> str | None:
     """The id of the request being handled, or ``None`` outside a request."""
     if not has_request_context():
         return None
-    return g.get("request_id")
+    return request.environ.get(ENVIRON_KEY)
 
 
-def assign_request_id() -> None:
-    """Take the caller's ``X-Request-ID`` if it is sane, else make one up."""
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+class RequestIds:
+    """WSGI middleware: the caller's ``X-Request-ID`` if it is sane, else a new one.
 
+    Outside Flask, so the id exists before anything of the app runs and every
+    answer carries it, errors included.
+    """
 
-def add_request_id_header(response: Response) -> Response:
-    """Answer the request's id, errors included."""
-    if "request_id" not in g:  # the request failed before its first hook ran
-        assign_request_id()
-    response.headers[REQUEST_ID_HEADER] = g.request_id
-    return response
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = (
+            incoming if SANE_REQUEST_ID.fullmatch(incoming) else os.urandom(16).hex()
+        )
+        environ[ENVIRON_KEY] = request_id
+
+        def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, *exc_info)
+
+        return self.app(environ, start)
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,9 +78,7 @@ class JsonFormatter(logging.Formatter):
 
 def init_app(app: Flask) -> None:
     """Give each request an id, and log to stderr in the configured format."""
-    # First of the hooks, so every later hook and every error already has the id.
-    app.before_request(assign_request_id)
-    app.after_request(add_request_id_header)
+    app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
     logger = logging.getLogger("authsvc")
     if logger.handlers:
         return

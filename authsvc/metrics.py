@@ -63,6 +63,20 @@ class Metrics:
     refreshes: Counter
     reuse: Counter
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: The request counter and histogram of each label set, looked up once.
+    _per_request: dict[tuple[str, str, str], tuple[Counter, Histogram]] = field(
+        default_factory=dict
+    )
+
+    def request_instruments(
+        self, labels: tuple[str, str, str]
+    ) -> tuple[Counter, Histogram]:
+        """The counter and histogram of requests with ``labels``."""
+        found = self._per_request.get(labels)
+        if found is None:
+            found = self.requests.labels(*labels), self.latency.labels(*labels)
+            self._per_request[labels] = found
+        return found
 
     def counter_for(self, event: str) -> Counter | None:
         """The counter, labelled if need be, that an audit event adds one to."""
@@ -168,8 +182,9 @@ def observe_request(response: Response) -> Response:
         str(response.status_code),
     )
     metrics: Metrics = current_app.extensions[EXTENSION]
-    metrics.requests.labels(*labels).inc()
-    metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+    counter, histogram = metrics.request_instruments(labels)
+    counter.inc()
+    histogram.observe(time.perf_counter() - started)
     return response
 
 

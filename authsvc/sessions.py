@@ -305,9 +305,8 @@ def load_principal(claims: AccessClaims) -> Principal:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
         raise Problem("invalid_token") from None
-    row = get_db().driver_query(_principal_query()).one_or_none(
-        {"session_id": session_id, "user_id": user_id}
-    )
+    query = get_db().driver_query(_principal_query())
+    row = query.one_or_none({"session_id": session_id, "user_id": user_id})
     if row is None:
         raise Problem("invalid_token")
     username, email, roles, created_at, is_active, revoked_at, expires_at = row

@@ -153,7 +153,7 @@ def database(backend: str, folder: Path, options: argparse.Namespace) -> Iterato
 
 
 def cases(endpoints: Sequence[str], connections: int) -> list[Case]:
-    """The cases of ``endpoints``; login also at 1 connection, where it does not queue."""
+    """The cases of ``endpoints``; login also at 1 connection, where it never queues."""
     chosen = [Case(ENDPOINTS[name], connections) for name in endpoints]
     if "login" in endpoints and connections != 1:
         chosen.append(Case(LOGIN, 1))
