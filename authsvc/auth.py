@@ -68,11 +68,11 @@ def init_app(app: Flask) -> None:
 
 def bearer_token(request: Request) -> str | None:
     """Return the request's bearer token; raise ``invalid_request`` if malformed."""
-    headers = request.headers.getlist("Authorization")
-    if not headers:
+    # WSGI servers join repeated headers with commas, and no bearer token has one.
+    header = request.headers.get("Authorization")
+    if header is None:
         return None
-    # Servers join repeated headers with commas, and no bearer token has one.
-    values = [part for header in headers for part in header.split(",")]
+    values = header.split(",")
     if len(values) > 1:
         if any(_is_bearer(value) for value in values):
             raise Problem("invalid_request", "Send one Authorization header.")

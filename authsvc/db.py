@@ -78,17 +78,25 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(
-    url: str, *, statement_timeout: int = 0, durable: bool = True
+    url: str,
+    *,
+    statement_timeout: int = 0,
+    durable: bool = True,
+    pre_ping: bool = True,
+    autocommit: bool = False,
+    pool_size: int = 5,
 ) -> Engine:
-    """Build the engine for ``url``: WAL SQLite, or pooled PostgreSQL with pre-ping.
+    """Build the engine for ``url``: WAL SQLite, or pooled PostgreSQL.
 
     On PostgreSQL every wait is bounded: making a connection (``CONNECT_TIMEOUT``),
     getting one from the pool (``POOL_TIMEOUT``) and, unless ``statement_timeout``
-    is 0, each statement (seconds; the server cancels it past that). Pre-ping
-    replaces connections the server dropped, so no restart is needed after an
-    outage. Without ``durable``, commits return before the server's write-ahead
-    log reaches the disk (a crash of the server can lose the last instant of
-    them, never corrupt anything). SQLite keeps its busy timeout instead.
+    is 0, each statement (seconds; the server cancels it past that). With
+    ``pre_ping`` the pool replaces connections the server dropped before handing
+    them out, so no restart is needed after an outage. Without ``durable``,
+    commits return before the server's write-ahead log reaches the disk (a crash
+    of the server can lose the last instant of them, never corrupt anything).
+    With ``autocommit`` each statement is its own transaction: no BEGIN and no
+    COMMIT or ROLLBACK travel with it. SQLite keeps its busy timeout instead.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -108,14 +116,15 @@ def make_engine(
         options.append("-c synchronous_commit=off")
     if any(options):
         connect_args["options"] = " ".join(filter(None, options))
+    extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return create_engine(
         url,
-        pool_pre_ping=True,
-        # The counters' pool is small: each request uses it for a statement or two.
-        pool_size=5 if durable else 2,
-        max_overflow=10 if durable else 3,
+        pool_pre_ping=pre_ping,
+        pool_size=pool_size,
+        max_overflow=2 * pool_size,
         pool_timeout=POOL_TIMEOUT,
         connect_args=connect_args,
+        **extra,
     )
 
 
@@ -125,12 +134,20 @@ class Database:
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
         postgres = self.engine.dialect.name == "postgresql"
-        #: For single statements on hot paths, each its own transaction: on
-        #: PostgreSQL no BEGIN and no COMMIT or ROLLBACK travel with them.
-        self.autocommit = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        #: For the reads of every request (:class:`DriverQuery`), on PostgreSQL a
+        #: small pool of its own, each read its own transaction. No pre-ping: that
+        #: would double the round trips of a read, which instead is tried once
+        #: more on a fresh connection when the server dropped its first one.
+        self.reads = (
+            make_engine(
+                url,
+                statement_timeout=statement_timeout,
+                pre_ping=False,
+                autocommit=True,
+                pool_size=2,
+            )
             if postgres
-            else self.engine  # SQLite would pay for switching more than it saves
+            else self.engine
         )
         #: For throttle counters, single statements too. Losing the last instant of
         #: them in a crash of the database costs nothing, so on PostgreSQL their
@@ -138,8 +155,12 @@ class Database:
         #: session's, instead of four.
         self.counters = (
             make_engine(
-                url, statement_timeout=statement_timeout, durable=False
-            ).execution_options(isolation_level="AUTOCOMMIT")
+                url,
+                statement_timeout=statement_timeout,
+                durable=False,
+                autocommit=True,
+                pool_size=2,
+            )
             if postgres
             else self.engine
         )
@@ -147,10 +168,10 @@ class Database:
         self._driver_queries: dict[Select[Any], DriverQuery] = {}
 
     def driver_query(self, statement: Select[Any]) -> DriverQuery:
-        """``statement`` as a :class:`DriverQuery`, compiled on first use."""
+        """``statement`` as a :class:`DriverQuery` on the reads' pool, compiled once."""
         query = self._driver_queries.get(statement)
         if query is None:
-            query = DriverQuery(self.engine, statement)
+            query = DriverQuery(self.reads, statement)
             self._driver_queries[statement] = query
         return query
 
@@ -160,10 +181,9 @@ class Database:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
-        """Close every pooled connection, of both engines."""
-        self.engine.dispose()
-        if self.counters is not self.engine:
-            self.counters.engine.dispose()
+        """Close every pooled connection, of every engine."""
+        for engine in {self.engine, self.reads, self.counters}:
+            engine.dispose()
 
 
 class DriverQuery:
@@ -172,8 +192,8 @@ class DriverQuery:
     For a read made on every request. Per execution SQLAlchemy's Core works out
     a cache key, builds an execution context and wraps the cursor in a result,
     several times the driver's own work for a one-row lookup by primary key. This
-    keeps what matters: the pool (its pre-ping included), the column types'
-    conversions, and errors raised as SQLAlchemy's, a lost connection invalidated.
+    keeps what matters: the pool, the column types' conversions, and errors raised
+    as SQLAlchemy's, a lost connection invalidated.
     """
 
     def __init__(self, engine: Engine, statement: Select[Any]) -> None:
@@ -194,30 +214,35 @@ class DriverQuery:
             )
             for column in statement.selected_columns
         ]
-        #: PostgreSQL would open a transaction for the read, then roll it back.
-        self.autocommit = dialect.name == "postgresql"
 
     def one_or_none(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row for ``params``, converted like Core would, or ``None``."""
+        """The first row for ``params``, converted like Core would, or ``None``.
+
+        A read on a connection the server dropped (a restart) is tried once more,
+        on a fresh pool: reading twice changes nothing.
+        """
         values = {name: self.binds[name](value) for name, value in params.items()}
         args = values if self.order is None else [values[name] for name in self.order]
-        connection = self.engine.raw_connection()
         try:
-            row = self._fetch(connection, args)
-        finally:
-            connection.close()
+            row = self._fetch(args)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            self.engine.dispose()  # its other connections went with the server
+            row = self._fetch(args)
         if row is None:
             return None
         pairs = zip(self.columns, row, strict=True)
         return tuple(convert(value) for convert, value in pairs)
 
-    def _fetch(self, connection: Any, args: Any) -> Any:
+    def _fetch(self, args: Any) -> Any:
         dialect = self.engine.dialect
-        driver = connection.driver_connection
+        try:
+            connection = self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:  # the pool hands these on bare
+            raise self._error(exc, args, lost=False) from exc
         cursor = None
         try:
-            if self.autocommit:
-                driver.autocommit = True
             cursor = connection.cursor()
             cursor.execute(self.sql, args)
             return cursor.fetchone()
@@ -225,19 +250,22 @@ class DriverQuery:
             lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
             if lost:
                 connection.invalidate(exc)
-            raise DBAPIError.instance(
-                self.sql,
-                args,
-                exc,
-                dialect.loaded_dbapi.Error,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
+            raise self._error(exc, args, lost=lost) from exc
         finally:
-            if cursor is not None:
+            if cursor is not None and connection.is_valid:
                 cursor.close()
-            if self.autocommit and connection.is_valid:
-                driver.autocommit = False
+            connection.close()
+
+    def _error(self, exc: Exception, args: Any, *, lost: bool) -> DBAPIError:
+        dialect = self.engine.dialect
+        return DBAPIError.instance(
+            self.sql,
+            args,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=dialect,
+        )
 
 
 def _processor(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

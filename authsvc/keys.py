@@ -309,7 +309,13 @@ class KeyRing:
         self._keys: list[Key] = []
         self._loaded_at = -float("inf")
         self._unknown_kid_reload_at = -float("inf")
-        self._verified: dict[str, tokens.AccessClaims] = {}
+        #: Verified tokens: the ``kid`` that verified each, and its claims.
+        self._verified: dict[str, tuple[str, tokens.AccessClaims]] = {}
+        #: The last key lookup: (``kid``, second, load time), and the key found.
+        self._last_lookup: tuple[tuple[object, int, float], Key | None] = (
+            (None, 0, 0.0),
+            None,
+        )
 
     def states(self, now: datetime) -> list[KeyState]:
         """Every key and its state at ``now``, in the order they start signing."""
@@ -365,12 +371,12 @@ class KeyRing:
         verifies and that it is live. Revocation is not decided here; callers
         check the session on every request.
         """
-        kid = tokens.unverified_kid(token)
-        key = self._verifying_key(kid, datetime.fromtimestamp(now, UTC))
+        remembered = self._verified.get(token)
+        kid = tokens.unverified_kid(token) if remembered is None else remembered[0]
+        key = self._verifying_key(kid, now)
         if key is None:
             raise tokens.TokenError("unknown key")
-        claims = self._verified.get(token)
-        if claims is None:
+        if remembered is None:
             claims = tokens.verify_signed_claims(
                 token,
                 key=key.verifying_key,
@@ -381,8 +387,8 @@ class KeyRing:
             )
             if len(self._verified) >= VERIFIED_TOKENS:
                 self._verified.clear()
-            self._verified[token] = claims
-        return tokens.check_lifetime(claims, now=now, leeway=self.leeway)
+            self._verified[token] = remembered = key.kid, claims
+        return tokens.check_lifetime(remembered[1], now=now, leeway=self.leeway)
 
     def jwks(self, now: datetime) -> list[dict[str, str]]:
         """The public JWKs of every key whose tokens may be alive, or soon will be."""
@@ -404,7 +410,17 @@ class KeyRing:
         self._loaded_at = -float("inf")
         return kid
 
-    def _verifying_key(self, kid: object, now: datetime) -> Key | None:
+    def _verifying_key(self, kid: object, now: int) -> Key | None:
+        # Key states change only with the second or a reload: tokens of one
+        # second share one lookup.
+        asked = (kid, now, self._loaded_at)
+        if self._last_lookup[0] == asked:
+            return self._last_lookup[1]
+        key = self._find_verifying_key(kid, datetime.fromtimestamp(now, UTC))
+        self._last_lookup = (kid, now, self._loaded_at), key
+        return key
+
+    def _find_verifying_key(self, kid: object, now: datetime) -> Key | None:
         for _ in range(2):
             for state in self.states(now):
                 if state.key.kid == kid and state.state != "gone":

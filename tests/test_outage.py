@@ -197,6 +197,10 @@ def login(server: LiveServer, username: str = "alice") -> Reply:
     )
 
 
+def me(server: LiveServer, token: str) -> Reply:
+    return server.request("GET", "/me", token=token)
+
+
 def register(server: LiveServer, username: str = "alice") -> Reply:
     return server.request(
         "POST", "/users", {"username": username, "password": PASSWORD}
@@ -267,12 +271,17 @@ def test_serve_rides_out_the_database_going_away(cluster, database, tmp_path):
     with serve(tmp_path, server_env(database)) as server:
         assert register(server).status == 201
         for _ in range(4):  # every worker holds pooled connections
-            assert login(server).status == 200
+            token = login(server).body["access_token"]
+            assert me(server, token).status == 200
 
         # Restarted while idle: every pooled connection is dead, yet the very
-        # first request after it (and every one after) succeeds: pre-ping.
+        # first request after it (and every one after) succeeds: pre-ping for
+        # the session's pool, one more try on a fresh connection for reads.
         cluster.stop()
         cluster.start()
+        for _ in range(4):
+            reply = me(server, token)
+            assert reply.status == 200, reply
         for _ in range(4):
             reply = login(server)
             assert reply.status == 200, reply
@@ -281,9 +290,11 @@ def test_serve_rides_out_the_database_going_away(cluster, database, tmp_path):
         for _ in range(3):
             assert_health(server, 503)
             assert_unavailable(login(server))
+            assert_unavailable(me(server, token))
         cluster.start()
         reply = login(server)
         assert reply.status == 200, reply
+        assert me(server, reply.body["access_token"]).status == 200
         assert_health(server, 200)
         server.assert_clean_output()
 

@@ -98,7 +98,8 @@ class Me(Resource):
     @ns.doc(security="bearer", responses=problem_responses(*AUTHENTICATION_ERRORS))
     def get(self) -> dict[str, Any]:
         """Return the user of the presented access token."""
-        return user_json(current_user)
+        # Unwrapped once: each attribute read through the proxy looks the user up.
+        return user_json(current_user._get_current_object())
 
     @ns.expect(account_deletion_model)
     @ns.response(204, "The account and all its sessions are gone.")
