@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import namedtuple
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,9 +215,13 @@ class DriverQuery:
             )
             for column in statement.selected_columns
         ]
+        self.row = namedtuple(  # type: ignore[misc]
+            "Row", [column.key for column in statement.selected_columns]
+        )
 
-    def one_or_none(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row for ``params``, converted like Core would, or ``None``.
+    def one_or_none(self, params: Mapping[str, Any]) -> Any:
+        """The first row for ``params`` as a named tuple, converted like Core
+        would, or ``None``.
 
         A read on a connection the server dropped (a restart) is tried once more,
         on a fresh pool: reading twice changes nothing.
@@ -233,7 +238,7 @@ class DriverQuery:
         if row is None:
             return None
         pairs = zip(self.columns, row, strict=True)
-        return tuple(convert(value) for convert, value in pairs)
+        return self.row._make(convert(value) for convert, value in pairs)
 
     def _fetch(self, args: Any) -> Any:
         dialect = self.engine.dialect

@@ -115,13 +115,11 @@ def refresh(refresh_token: str) -> IssuedTokens:
     the grace window, receive the same successor; later presentations are reuse
     and revoke the whole session.
     """
-    db = get_session()
-    connection = db.connection()
     statements = _refresh_statements()
     now = clock.now()
-    found = connection.execute(
-        statements.find, {"token_hash": hash_refresh_token(refresh_token)}
-    ).one_or_none()
+    # Read outside the transaction: the conditional spend below decides races.
+    find = get_db().driver_query(statements.find)
+    found = find.one_or_none({"token_hash": hash_refresh_token(refresh_token)})
     if found is None:
         raise Problem("invalid_refresh_token")
     grant = Grant(
@@ -130,11 +128,13 @@ def refresh(refresh_token: str) -> IssuedTokens:
     if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
         raise Problem("invalid_refresh_token")
     successor = successor_of(get_keys().refresh_key, refresh_token)
+    db = get_session()
     spent_at = found.spent_at
     if spent_at is None:
         if found.expires_at <= now:
             raise Problem("invalid_refresh_token")
         spend = {"token_id": found.token_id, "now": now}
+        connection = db.connection()
         if connection.execute(statements.spend, spend).rowcount == 1:
             expires_at = _add_refresh_token(grant, successor, now)
             connection.execute(statements.touch, spend | {"sid": grant.session_id})
@@ -307,19 +307,16 @@ def load_principal(claims: AccessClaims) -> Principal:
         raise Problem("invalid_token") from None
     query = get_db().driver_query(_principal_query())
     row = query.one_or_none({"session_id": session_id, "user_id": user_id})
-    if row is None:
+    if row is None or not row.is_active:
         raise Problem("invalid_token")
-    username, email, roles, created_at, is_active, revoked_at, expires_at = row
-    if not is_active:
-        raise Problem("invalid_token")
-    if revoked_at is not None or expires_at <= clock.now():
+    if row.revoked_at is not None or row.expires_at <= clock.now():
         raise Problem("token_revoked")
     return Principal(
         id=claims.subject,
-        username=username,
-        email=email,
-        roles=list(roles),
-        created_at=created_at,
+        username=row.username,
+        email=row.email,
+        roles=list(row.roles),
+        created_at=row.created_at,
         session_id=claims.session_id,
     )
 
