@@ -135,36 +135,28 @@ class Database:
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
         postgres = self.engine.dialect.name == "postgresql"
-        #: For the reads of every request (:class:`DriverQuery`), on PostgreSQL a
-        #: small pool of its own, each read its own transaction. No pre-ping: that
+
+        def beside(**options: Any) -> Engine:
+            # On PostgreSQL a small pool of its own, each statement its own
+            # transaction; SQLite has nothing to gain from a second pool.
+            if not postgres:
+                return self.engine
+            return make_engine(
+                url,
+                statement_timeout=statement_timeout,
+                autocommit=True,
+                pool_size=2,
+                **options,
+            )
+
+        #: For the reads of every request (:class:`DriverQuery`). No pre-ping: it
         #: would double the round trips of a read, which instead is tried once
         #: more on a fresh connection when the server dropped its first one.
-        self.reads = (
-            make_engine(
-                url,
-                statement_timeout=statement_timeout,
-                pre_ping=False,
-                autocommit=True,
-                pool_size=2,
-            )
-            if postgres
-            else self.engine
-        )
-        #: For throttle counters, single statements too. Losing the last instant of
-        #: them in a crash of the database costs nothing, so on PostgreSQL their
-        #: commits do not wait for the disk: a login then waits for one flush, its
-        #: session's, instead of four.
-        self.counters = (
-            make_engine(
-                url,
-                statement_timeout=statement_timeout,
-                durable=False,
-                autocommit=True,
-                pool_size=2,
-            )
-            if postgres
-            else self.engine
-        )
+        self.reads = beside(pre_ping=False)
+        #: For throttle counters. Losing the last instant of them in a crash of
+        #: the database costs nothing, so on PostgreSQL their commits do not wait
+        #: for the disk: a login then waits for one flush, its session's, not four.
+        self.counters = beside(durable=False)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._driver_queries: dict[Select[Any], DriverQuery] = {}
 

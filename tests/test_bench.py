@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from live import clean_env
+
+from bench.cli import cases, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = {"bare GET /", "GET /me", "POST /refresh", "POST /login"}
@@ -37,3 +40,15 @@ def test_smoke_run_prints_throughput_of_the_bare_route_and_every_endpoint():
         assert float(row["rps"]) > 0, row[0]
         assert int(row["failed"]) == 0, row[0]
     assert "load generator: python" in result.stdout
+
+
+def test_endpoints_choose_the_cases_and_login_adds_one_connection():
+    options = parse_args(["--endpoints", "me,login"])
+    chosen = [(case.endpoint, case.connections) for case in cases(options.endpoints, 8)]
+    assert chosen == [("GET /me", 8), ("POST /login", 8), ("POST /login", 1)]
+
+
+def test_an_unknown_endpoint_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--endpoints", "me,logout"])
+    assert "unknown endpoints: logout" in capsys.readouterr().err
