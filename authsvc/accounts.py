@@ -11,13 +11,24 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    bindparam,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from . import audit, clock, sessions
-from .db import get_session
+from .db import get_db, get_session
 from .errors import Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
@@ -120,28 +131,46 @@ def _password_problem(password: str, username: str) -> str | None:
     return password_problem(password, username=username, min_length=min_length)
 
 
-def authenticate(username: str, password: str) -> User:
+def authenticate(username: str, password: str) -> sessions.Account:
     """Return the active user with these credentials, or raise ``invalid_credentials``.
 
     Unknown user, wrong password and disabled account fail alike and cost one
     password verification each, so neither the answer nor its timing tells them
     apart. A hash made with outdated parameters is redone.
     """
-    user = _user_named(username)
-    passwords = get_passwords()
+    user = (
+        get_db()
+        .statement(_login_query())
+        .first({"key": canonical(username)}, retry=True)
+    )
     if user is None:
-        passwords.verify_dummy(password)
-    elif _verify(user, password) and user.is_active:
+        get_passwords().verify_dummy(password)
+    elif _verify(user.id, user.password_hash, password) and user.is_active:
         return user
     audit.record("login_failed", user_id=user.id if user else None)
     raise Problem("invalid_credentials")
 
 
-def _verify(user: User, password: str) -> bool:
+@cache
+def _login_query() -> Select[Any]:
+    # Built once and run by the driver: it is on the login path, where every
+    # millisecond beside the password hash counts.
+    return select(
+        User.id, User.username, User.roles, User.password_hash, User.is_active
+    ).where(_named(bindparam("key", type_=String)))
+
+
+def _verify(user_id: uuid.UUID, stored_hash: str, password: str) -> bool:
     passwords = get_passwords()
-    result = passwords.verify(user.password_hash, password)
+    result = passwords.verify(stored_hash, password)
     if result.ok and result.needs_rehash:
-        user.password_hash = passwords.hash(password)
+        db = get_session()
+        db.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(password_hash=passwords.hash(password))
+        )
+        db.commit()
     return result.ok
 
 
@@ -167,7 +196,7 @@ def change_password(
     """
     user = _user(principal.id)
     with get_throttle().login_attempt(user.username_key, address):
-        if not _verify(user, current_password):
+        if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
             raise Problem("invalid_credentials", "The current password is incorrect.")
     _set_password(user, new_password, field="new_password")
@@ -205,7 +234,7 @@ def delete_account(
     """
     user = _user(principal.id)
     with get_throttle().login_attempt(user.username_key, address):
-        if not _verify(user, password):
+        if not _verify(user.id, user.password_hash, password):
             raise Problem("invalid_credentials", "The password is incorrect.")
     delete_user(user)
 
@@ -233,15 +262,12 @@ def find_user_by_name(username: str) -> User:
 
 
 def _user_named(username: str) -> User | None:
-    return get_session().scalar(_by_name(), {"key": canonical(username)})
+    return get_session().scalar(select(User).where(_named(canonical(username))))
 
 
-@cache
-def _by_name() -> Select[tuple[User]]:
-    # Built once: it is on the login path, where every millisecond beside the
-    # password hash counts.
-    key = bindparam("key")
-    return select(User).where(or_(User.username_key == key, User.email_key == key))
+def _named(key: Any) -> ColumnElement[bool]:
+    """Whose username or e-mail has ``key`` as its canonical form."""
+    return or_(User.username_key == key, User.email_key == key)
 
 
 def _user(user_id: str | uuid.UUID) -> User:

@@ -5,13 +5,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import DateTime, Engine, MetaData, Select, create_engine, event, text
+from sqlalchemy import (
+    DateTime,
+    Engine,
+    Executable,
+    MetaData,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -134,39 +143,61 @@ class Database:
 
     def __init__(self, url: str, *, statement_timeout: int = 0) -> None:
         self.engine = make_engine(url, statement_timeout=statement_timeout)
-        postgres = self.engine.dialect.name == "postgresql"
+        self.postgres = self.engine.dialect.name == "postgresql"
 
         def beside(**options: Any) -> Engine:
             # On PostgreSQL a small pool of its own, each statement its own
-            # transaction; SQLite has nothing to gain from a second pool.
-            if not postgres:
+            # transaction and no pre-ping: it would double the round trips of each
+            # statement, and a connection the server dropped is met by trying a
+            # read once more instead. SQLite has nothing to gain from a second pool.
+            if not self.postgres:
                 return self.engine
             return make_engine(
                 url,
                 statement_timeout=statement_timeout,
                 autocommit=True,
+                pre_ping=False,
                 pool_size=2,
                 **options,
             )
 
-        #: For the reads of every request (:class:`DriverQuery`). No pre-ping: it
-        #: would double the round trips of a read, which instead is tried once
-        #: more on a fresh connection when the server dropped its first one.
-        self.reads = beside(pre_ping=False)
+        #: For the statements of the hot paths (:class:`DriverStatement`).
+        self.statements = beside()
         #: For throttle counters. Losing the last instant of them in a crash of
         #: the database costs nothing, so on PostgreSQL their commits do not wait
-        #: for the disk: a login then waits for one flush, its session's, not four.
+        #: for the disk: a login then waits for one flush, its session's, not three.
         self.counters = beside(durable=False)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self._driver_queries: dict[Select[Any], DriverQuery] = {}
+        self._compiled: dict[tuple[Engine, Executable], DriverStatement] = {}
 
-    def driver_query(self, statement: Select[Any]) -> DriverQuery:
-        """``statement`` as a :class:`DriverQuery` on the reads' pool, compiled once."""
-        query = self._driver_queries.get(statement)
-        if query is None:
-            query = DriverQuery(self.reads, statement)
-            self._driver_queries[statement] = query
-        return query
+    def statement(
+        self, statement: Executable, *, engine: Engine | None = None
+    ) -> DriverStatement:
+        """``statement`` as a :class:`DriverStatement`, compiled once per engine.
+
+        It runs on the pool of ``statements`` unless ``engine`` names another.
+        """
+        engine = engine or self.statements
+        compiled = self._compiled.get((engine, statement))
+        if compiled is None:
+            compiled = DriverStatement(engine, statement)
+            self._compiled[engine, statement] = compiled
+        return compiled
+
+    @contextmanager
+    def transaction(self) -> Iterator[DriverTransaction]:
+        """A transaction on one connection of ``statements``, for several writes.
+
+        Committed when the block ends, rolled back if it raises. On SQLite it takes
+        the write lock at once, so it never has to trade a read lock for it later.
+        """
+        begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
+        # If the block raises, the pool rolls the connection back as it takes it in.
+        with _driver_errors(self.statements, begin) as connection:
+            cursor = connection.cursor()
+            cursor.execute(begin)
+            yield DriverTransaction(cursor)
+            cursor.execute("COMMIT")
 
     def ping(self) -> None:
         """Run a trivial query; raises when the database does not answer."""
@@ -175,21 +206,21 @@ class Database:
 
     def dispose(self) -> None:
         """Close every pooled connection, of every engine."""
-        for engine in {self.engine, self.reads, self.counters}:
+        for engine in {self.engine, self.statements, self.counters}:
             engine.dispose()
 
 
-class DriverQuery:
-    """A SELECT compiled once, then run straight on a pooled driver connection.
+class DriverStatement:
+    """A statement compiled once, then run straight on a pooled driver connection.
 
-    For a read made on every request. Per execution SQLAlchemy's Core works out
-    a cache key, builds an execution context and wraps the cursor in a result,
-    several times the driver's own work for a one-row lookup by primary key. This
-    keeps what matters: the pool, the column types' conversions, and errors raised
-    as SQLAlchemy's, a lost connection invalidated.
+    For the statements of every request and every refresh. Per execution
+    SQLAlchemy's Core works out a cache key, builds an execution context and
+    wraps the cursor in a result, several times the driver's own work for a
+    one-row statement. This keeps what matters: the pool, the column types'
+    conversions, and errors raised as SQLAlchemy's, a lost connection invalidated.
     """
 
-    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+    def __init__(self, engine: Engine, statement: Executable) -> None:
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         self.engine = engine
@@ -201,68 +232,128 @@ class DriverQuery:
             name: _processor(bind.type.dialect_impl(dialect).bind_processor(dialect))
             for name, bind in compiled.binds.items()
         }
+        #: Values the statement itself gives, like the 1 of ``values(count=1)``.
+        self.constants = {
+            name: bind.value
+            for name, bind in compiled.binds.items()
+            if not bind.required
+        }
+        columns = statement.exported_columns  # type: ignore[attr-defined]
         self.columns = [
             _processor(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
             )
-            for column in statement.selected_columns
+            for column in columns
         ]
         self.row = namedtuple(  # type: ignore[misc]
-            "Row", [column.key for column in statement.selected_columns]
+            "Row", [column.key for column in columns]
         )
 
-    def one_or_none(self, params: Mapping[str, Any]) -> Any:
-        """The first row for ``params`` as a named tuple, converted like Core
-        would, or ``None``.
+    def first(self, params: Mapping[str, Any], *, retry: bool = False) -> Any:
+        """Run as a transaction of its own; the first row, or ``None``.
 
-        A read on a connection the server dropped (a restart) is tried once more,
-        on a fresh pool: reading twice changes nothing.
+        Rows are named tuples of the values Core would give. With ``retry``, a
+        statement that met a connection the server had dropped (a restart) runs
+        once more on a fresh pool: only for one that may safely run twice, as a
+        read may. Otherwise it is never run again, since a write that failed may
+        still have been made.
         """
-        values = {name: self.binds[name](value) for name, value in params.items()}
-        args = values if self.order is None else [values[name] for name in self.order]
+        row = self._once(params, lambda cursor: cursor.fetchone(), retry)
+        return None if row is None else self.convert(row)
+
+    def all(self, params: Mapping[str, Any], *, retry: bool = False) -> list[Any]:
+        """Like :meth:`first`, but every row."""
+        rows = self._once(params, lambda cursor: cursor.fetchall(), retry)
+        return [self.convert(row) for row in rows]
+
+    def run(self, params: Mapping[str, Any]) -> int:
+        """Run once, as a transaction of its own; how many rows it changed."""
+        return self._once(params, lambda cursor: cursor.rowcount, False)
+
+    def run_many(self, params: Sequence[Mapping[str, Any]]) -> None:
+        """Run once for each of ``params``, on one connection.
+
+        Each is a transaction of its own on PostgreSQL, where the driver sends
+        them all before it waits for the first answer; on SQLite, one for all.
+        """
+        args = [self.arguments(one) for one in params]
+        with _driver_errors(self.engine, self.sql, args) as connection:
+            connection.cursor().executemany(self.sql, args)
+            connection.commit()
+
+    def _once(
+        self, params: Mapping[str, Any], result: Callable[[Any], Any], retry: bool
+    ) -> Any:
+        args = self.arguments(params)
         try:
-            row = self._fetch(args)
+            return self._execute(args, result)
         except DBAPIError as exc:
-            if not exc.connection_invalidated:
+            if not (retry and exc.connection_invalidated):
                 raise
             self.engine.dispose()  # its other connections went with the server
-            row = self._fetch(args)
-        if row is None:
-            return None
-        pairs = zip(self.columns, row, strict=True)
-        return self.row._make(convert(value) for convert, value in pairs)
+            return self._execute(args, result)
 
-    def _fetch(self, args: Any) -> Any:
-        dialect = self.engine.dialect
-        try:
-            connection = self.engine.raw_connection()
-        except dialect.loaded_dbapi.Error as exc:  # the pool hands these on bare
-            raise self._error(exc, args, lost=False) from exc
-        cursor = None
-        try:
+    def _execute(self, args: Any, result: Callable[[Any], Any]) -> Any:
+        with _driver_errors(self.engine, self.sql, args) as connection:
             cursor = connection.cursor()
             cursor.execute(self.sql, args)
-            return cursor.fetchone()
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise self._error(exc, args, lost=lost) from exc
-        finally:
-            if cursor is not None and connection.is_valid:
-                cursor.close()
-            connection.close()
+            found = result(cursor)
+            cursor.close()
+            connection.commit()  # SQLite's driver began a transaction for a write
+        return found
 
-    def _error(self, exc: Exception, args: Any, *, lost: bool) -> DBAPIError:
-        dialect = self.engine.dialect
+    def arguments(self, params: Mapping[str, Any]) -> Any:
+        """``params`` converted for the driver, in the form it takes them."""
+        given = {**self.constants, **params} if self.constants else params
+        values = {name: convert(given[name]) for name, convert in self.binds.items()}
+        return values if self.order is None else [values[name] for name in self.order]
+
+    def convert(self, row: Sequence[Any]) -> Any:
+        """A driver's row as a named tuple of the values Core would give."""
+        pairs = zip(self.columns, row, strict=True)
+        return self.row._make([convert(value) for convert, value in pairs])
+
+
+class DriverTransaction:
+    """The statements of one :meth:`Database.transaction`."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+
+    def execute(self, statement: DriverStatement, params: Mapping[str, Any]) -> int:
+        """Run ``statement``; return how many rows it changed."""
+        self.cursor.execute(statement.sql, statement.arguments(params))
+        return self.cursor.rowcount
+
+
+@contextmanager
+def _driver_errors(engine: Engine, sql: str, args: Any = None) -> Iterator[Any]:
+    """A pooled driver connection whose errors come out as SQLAlchemy's.
+
+    A connection the server dropped is invalidated, so the pool never hands it
+    out again, and the error says so (``connection_invalidated``).
+    """
+    dialect = engine.dialect
+    error_class = dialect.loaded_dbapi.Error
+
+    def wrapped(exc: Exception, lost: bool) -> DBAPIError:
         return DBAPIError.instance(
-            self.sql,
-            args,
-            exc,
-            dialect.loaded_dbapi.Error,
-            connection_invalidated=lost,
-            dialect=dialect,
+            sql, args, exc, error_class, connection_invalidated=lost, dialect=dialect
         )
+
+    try:
+        connection = engine.raw_connection()
+    except error_class as exc:  # the pool hands these on bare
+        raise wrapped(exc, False) from exc
+    try:
+        yield connection
+    except error_class as exc:
+        lost = dialect.is_disconnect(exc, connection.dbapi_connection, None)
+        if lost:
+            connection.invalidate(exc)
+        raise wrapped(exc, lost) from exc
+    finally:
+        connection.close()
 
 
 def _processor(convert: Callable[[Any], Any] | None) -> Callable[[Any], Any]:

@@ -10,23 +10,28 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import (
     ColumnElement,
+    Insert,
+    Integer,
     Select,
+    String,
     Update,
+    Uuid,
     bindparam,
     delete,
+    func,
     insert,
     select,
     update,
 )
 
 from . import audit, clock
-from .db import get_db, get_session
+from .db import UTCDateTime, get_db, get_session
 from .errors import Problem
 from .keys import get_keys
 from .models import AuthSession, RefreshToken, User
@@ -77,9 +82,16 @@ class Grant:
     ends_at: datetime
 
 
-def open_session(user: User, client: Client) -> IssuedTokens:
+class Account(Protocol):
+    """Whom a session is opened for: a stored user, or a row read for login."""
+
+    id: uuid.UUID
+    username: str
+    roles: list[str]
+
+
+def open_session(user: Account, client: Client) -> IssuedTokens:
     """Start a session for ``user`` and issue its first tokens."""
-    db = get_session()
     now = clock.now()
     grant = Grant(
         user.id,
@@ -88,23 +100,26 @@ def open_session(user: User, client: Client) -> IssuedTokens:
         uuid.uuid4(),
         now + timedelta(seconds=current_app.config["SESSION_TTL"]),
     )
-    db.connection().execute(
-        insert(AuthSession.__table__),
-        {
-            "id": grant.session_id,
-            "user_id": user.id,
-            "created_at": now,
-            "last_used_at": now,
-            "expires_at": grant.ends_at,
-            "user_agent": (client.user_agent or None) and client.user_agent[:512],
-            "ip_address": client.ip_address,
-        },
-    )
     refresh_token = new_refresh_token()
-    refresh_expires_at = _add_refresh_token(grant, refresh_token, now)
-    db.commit()
+    params = {
+        "session_id": grant.session_id,
+        "user_id": user.id,
+        "now": now,
+        "ends_at": grant.ends_at,
+        "user_agent": (client.user_agent or None) and client.user_agent[:512],
+        "ip_address": client.ip_address,
+        "token_hash": hash_refresh_token(refresh_token),
+        "expires_at": _refresh_token_expiry(grant, now),
+    }
+    db, statements = get_db(), _statements()
+    if db.postgres:
+        db.statement(statements.start).run(params)
+    else:
+        with db.transaction() as transaction:
+            transaction.execute(db.statement(statements.open), params)
+            transaction.execute(db.statement(statements.add_token), params)
     audit.record("login_succeeded", user_id=user.id, session_id=grant.session_id)
-    return _issue(grant, refresh_token, refresh_expires_at, now)
+    return _issue(grant, refresh_token, params["expires_at"], now)
 
 
 def refresh(refresh_token: str) -> IssuedTokens:
@@ -115,11 +130,12 @@ def refresh(refresh_token: str) -> IssuedTokens:
     the grace window, receive the same successor; later presentations are reuse
     and revoke the whole session.
     """
-    statements = _refresh_statements()
+    db, statements = get_db(), _statements()
     now = clock.now()
     # Read outside the transaction: the conditional spend below decides races.
-    find = get_db().driver_query(statements.find)
-    found = find.one_or_none({"token_hash": hash_refresh_token(refresh_token)})
+    found = db.statement(statements.find).first(
+        {"token_hash": hash_refresh_token(refresh_token)}, retry=True
+    )
     if found is None:
         raise Problem("invalid_refresh_token")
     grant = Grant(
@@ -128,35 +144,31 @@ def refresh(refresh_token: str) -> IssuedTokens:
     if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
         raise Problem("invalid_refresh_token")
     successor = successor_of(get_keys().refresh_key, refresh_token)
-    db = get_session()
     spent_at = found.spent_at
     if spent_at is None:
         if found.expires_at <= now:
             raise Problem("invalid_refresh_token")
-        spend = {"token_id": found.token_id, "now": now}
-        connection = db.connection()
-        if connection.execute(statements.spend, spend).rowcount == 1:
-            expires_at = _add_refresh_token(grant, successor, now)
-            connection.execute(statements.touch, spend | {"sid": grant.session_id})
-            db.commit()
+        params = {
+            "token_id": found.token_id,
+            "session_id": grant.session_id,
+            "now": now,
+            "token_hash": hash_refresh_token(successor),
+            "expires_at": _refresh_token_expiry(grant, now),
+        }
+        if _rotate(params):
             audit.record(
                 "refreshed", user_id=grant.user_id, session_id=grant.session_id
             )
-            return _issue(grant, successor, expires_at, now)
-        db.commit()  # end the transaction that lost, releasing SQLite's write lock
-        spent_at = db.scalar(
-            select(RefreshToken.spent_at).where(RefreshToken.id == found.token_id)
-        )
+            return _issue(grant, successor, params["expires_at"], now)
+        spent_at = db.statement(statements.spent_at).first(params, retry=True).spent_at
     grace = current_app.config["REFRESH_REUSE_GRACE"]
     in_grace = spent_at is not None and now - spent_at <= timedelta(seconds=grace)
     if grace > 0 and in_grace:
-        expires_at = db.scalar(
-            select(RefreshToken.expires_at).where(
-                RefreshToken.token_hash == hash_refresh_token(successor)
-            )
+        issued = db.statement(statements.expiry).first(
+            {"token_hash": hash_refresh_token(successor)}, retry=True
         )
-        if expires_at is not None:
-            return _issue(grant, successor, expires_at, now)
+        if issued is not None:
+            return _issue(grant, successor, issued.expires_at, now)
     audit.record(
         "refresh_reuse_detected", user_id=grant.user_id, session_id=grant.session_id
     )
@@ -164,18 +176,57 @@ def refresh(refresh_token: str) -> IssuedTokens:
     raise Problem("invalid_refresh_token")
 
 
+def _rotate(params: dict[str, Any]) -> bool:
+    """Spend a refresh token and store its successor; ``False`` if already spent."""
+    db, statements = get_db(), _statements()
+    if db.postgres:
+        return db.statement(statements.rotate).first(params).rotated == 1
+    with db.transaction() as transaction:
+        if transaction.execute(db.statement(statements.spend), params) != 1:
+            return False
+        transaction.execute(db.statement(statements.add_token), params)
+        transaction.execute(db.statement(statements.touch), params)
+    return True
+
+
+def _refresh_token_expiry(grant: Grant, now: datetime) -> datetime:
+    """A refresh token dies when idle, or with its session."""
+    idle = now + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])
+    return min(idle, grant.ends_at)
+
+
 @dataclass(frozen=True)
-class _RefreshStatements:
+class _Statements:
+    """The statements of login and refresh, each built once."""
+
+    #: A refresh token, its session and its user.
     find: Select[Any]
+    #: When a refresh token was spent, after another rotation won the race.
+    spent_at: Select[Any]
+    #: When a refresh token expires, to hand out a successor again in the grace.
+    expiry: Select[Any]
+    open: Insert
+    add_token: Insert
     spend: Update
     touch: Update
+    #: On PostgreSQL: ``open`` and ``add_token`` as one statement.
+    start: Insert
+    #: On PostgreSQL: ``spend``, then ``add_token`` and ``touch`` if it spent, as
+    #: one statement counting what it spent.
+    rotate: Select[Any]
 
 
 @cache
-def _refresh_statements() -> _RefreshStatements:
-    # Built once, and on tables rather than entities: refresh is a hot path, and
-    # these skip both statement construction and the ORM's bookkeeping.
+def _statements() -> _Statements:
+    # On tables rather than entities: these skip the ORM's bookkeeping. Each hot
+    # write is one statement on PostgreSQL, one round trip to the server; SQLite
+    # has no writes inside WITH, and no round trips to save.
     tokens, sessions = RefreshToken.__table__, AuthSession.__table__
+    now = bindparam("now", type_=UTCDateTime)
+    token_id = bindparam("token_id", type_=Integer)
+    session_id = bindparam("session_id", type_=Uuid)
+    token_hash = bindparam("token_hash", type_=String)
+    expires_at = bindparam("expires_at", type_=UTCDateTime)
     find = (
         select(
             tokens.c.id.label("token_id"),
@@ -191,19 +242,58 @@ def _refresh_statements() -> _RefreshStatements:
         )
         .join(sessions, tokens.c.session_id == sessions.c.id)
         .join(User, sessions.c.user_id == User.id)
-        .where(tokens.c.token_hash == bindparam("token_hash"))
+        .where(tokens.c.token_hash == token_hash)
+    )
+    open_ = insert(sessions).values(
+        id=session_id,
+        user_id=bindparam("user_id"),
+        created_at=now,
+        last_used_at=now,
+        expires_at=bindparam("ends_at"),
+        user_agent=bindparam("user_agent"),
+        ip_address=bindparam("ip_address"),
+    )
+    add_token = insert(tokens).values(
+        session_id=session_id,
+        token_hash=token_hash,
+        created_at=now,
+        expires_at=expires_at,
     )
     spend = (
         update(tokens)
-        .where(tokens.c.id == bindparam("token_id"), tokens.c.spent_at.is_(None))
-        .values(spent_at=bindparam("now"))
+        .where(tokens.c.id == token_id, tokens.c.spent_at.is_(None))
+        .values(spent_at=now)
     )
-    touch = (
-        update(sessions)
-        .where(sessions.c.id == bindparam("sid"))
-        .values(last_used_at=bindparam("now"))
+    touch = update(sessions).where(sessions.c.id == session_id).values(last_used_at=now)
+    spent = spend.returning(tokens.c.session_id).cte("spent")
+    spent_session = select(spent.c.session_id).scalar_subquery()
+    rotate = (
+        select(func.count().label("rotated"))
+        .select_from(spent)
+        .add_cte(
+            insert(tokens)
+            .from_select(
+                ["session_id", "token_hash", "created_at", "expires_at"],
+                select(spent.c.session_id, token_hash, now, expires_at),
+            )
+            .cte("successor"),
+            update(sessions)
+            .where(sessions.c.id == spent_session)
+            .values(last_used_at=now)
+            .cte("touched"),
+        )
     )
-    return _RefreshStatements(find, spend, touch)
+    return _Statements(
+        find=find,
+        spent_at=select(tokens.c.spent_at).where(tokens.c.id == token_id),
+        expiry=select(tokens.c.expires_at).where(tokens.c.token_hash == token_hash),
+        open=open_,
+        add_token=add_token,
+        spend=spend,
+        touch=touch,
+        start=add_token.add_cte(open_.cte("opened")),
+        rotate=rotate,
+    )
 
 
 def logout(principal: Principal, *, everywhere: bool = False) -> None:
@@ -305,8 +395,8 @@ def load_principal(claims: AccessClaims) -> Principal:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
         raise Problem("invalid_token") from None
-    query = get_db().driver_query(_principal_query())
-    row = query.one_or_none({"session_id": session_id, "user_id": user_id})
+    query = get_db().statement(_principal_query())
+    row = query.first({"session_id": session_id, "user_id": user_id}, retry=True)
     if row is None or not row.is_active:
         raise Problem("invalid_token")
     if row.revoked_at is not None or row.expires_at <= clock.now():
@@ -341,22 +431,6 @@ def _principal_query() -> Select[Any]:
             User.id == bindparam("user_id"),
         )
     )
-
-
-def _add_refresh_token(grant: Grant, token: str, now: datetime) -> datetime:
-    """Store a refresh token's hash; it dies when idle, or with its session."""
-    idle = now + timedelta(seconds=current_app.config["REFRESH_TOKEN_TTL"])
-    expires_at = min(idle, grant.ends_at)
-    get_session().connection().execute(
-        insert(RefreshToken.__table__),
-        {
-            "session_id": grant.session_id,
-            "token_hash": hash_refresh_token(token),
-            "created_at": now,
-            "expires_at": expires_at,
-        },
-    )
-    return expires_at
 
 
 def _issue(

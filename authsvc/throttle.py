@@ -15,16 +15,16 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from flask import Flask, current_app
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
-from sqlalchemy import Engine, bindparam, case, delete, update
+from sqlalchemy import Insert, String, bindparam, case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import clock
-from .db import get_db
+from .db import Database, DriverStatement, UTCDateTime, get_db
 from .errors import Problem
 from .models import ThrottleCounter
 
@@ -40,11 +40,16 @@ return 0
 """
 
 
+#: A counter's key and the length of its window, in seconds.
+Window = tuple[str, int]
+
+
 class Counters(Protocol):
     """Where fixed-window counters live."""
 
-    def incr(self, key: str, expiry: int) -> tuple[int, float]:
-        """Count one more; return the new count and the seconds left in its window."""
+    def incr(self, windows: Sequence[Window]) -> list[tuple[int, float]]:
+        """Count one more in each; return each new count and the seconds left in
+        its window."""
         ...
 
     def release(self, keys: Sequence[str]) -> None:
@@ -53,60 +58,87 @@ class Counters(Protocol):
 
 
 class DatabaseCounters:
-    """Counters as rows of the service's database, one atomic upsert per change.
+    """Counters as rows of the service's database, one statement per change.
 
-    Both statements are built once: on the login path their construction would
-    otherwise cost more than running them. Each is atomic on its own, so
-    ``engine`` may run them without a transaction around them.
+    Every counter of an attempt goes up in one upsert, which locks them in the
+    order of their keys, so attempts racing on shared counters never deadlock.
+    The statements are built once: on the login path their construction would
+    otherwise cost more than running them.
     """
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.engine = database.counters
         table = ThrottleCounter.__table__
-        insert = (
-            postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        )
-        fresh = insert(table).values(
-            key=bindparam("key"), count=1, expires_at=bindparam("expires_at")
-        )
-        expired = table.c.expires_at <= bindparam("now")
-        self._incr = fresh.on_conflict_do_update(
-            index_elements=[table.c.key],
-            set_={
-                "count": case((expired, fresh.excluded.count), else_=table.c.count + 1),
-                "expires_at": case(
-                    (expired, fresh.excluded.expires_at), else_=table.c.expires_at
-                ),
-            },
-        ).returning(table.c.count, table.c.expires_at)
-        self._release = (
+        self._upserts: dict[int, DriverStatement] = {}
+        self._release = database.statement(
             update(table)
             .where(
-                table.c.key == bindparam("name"),
-                table.c.expires_at > bindparam("now"),
+                table.c.key == bindparam("key", type_=String),
+                table.c.expires_at > bindparam("now", type_=UTCDateTime),
                 table.c.count > 0,
             )
-            .values(count=table.c.count - 1)
+            .values(count=table.c.count - 1),
+            engine=self.engine,
         )
 
-    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+    def incr(self, windows: Sequence[Window]) -> list[tuple[int, float]]:
         now = clock.now()
-        expires_at = now + timedelta(seconds=expiry)
-        with self.engine.begin() as connection:
-            count, expires_at = connection.execute(
-                self._incr, {"key": key, "expires_at": expires_at, "now": now}
-            ).one()
-        return count, _seconds_until(expires_at, now)
+        ordered = sorted(windows)
+        params: dict[str, Any] = {"now": now}
+        for index, (key, expiry) in enumerate(ordered):
+            params[f"key{index}"] = key
+            params[f"expires_at{index}"] = now + timedelta(seconds=expiry)
+        # Counting twice, if a connection is lost just as the upsert was made,
+        # errs on the safe side; failing logins after a restart would not.
+        rows = self._upsert(len(ordered)).all(params, retry=True)
+        counted = {row.key: row for row in rows}
+        return [
+            (counted[key].count, _seconds_until(counted[key].expires_at, now))
+            for key, _ in windows
+        ]
 
     def release(self, keys: Sequence[str]) -> None:
         now = clock.now()
-        with self.engine.begin() as connection:
-            connection.execute(self._release, [{"name": k, "now": now} for k in keys])
+        self._release.run_many([{"key": key, "now": now} for key in keys])
+
+    def _upsert(self, rows: int) -> DriverStatement:
+        """The upsert of ``rows`` counters, built once for each number of them."""
+        statement = self._upserts.get(rows)
+        if statement is None:
+            statement = self.database.statement(
+                _upsert_statement(self.engine.dialect.name, rows), engine=self.engine
+            )
+            self._upserts[rows] = statement
+        return statement
+
+
+def _upsert_statement(dialect: str, rows: int) -> Insert:
+    table = ThrottleCounter.__table__
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    fresh = insert(table).values(
+        [
+            {
+                "key": bindparam(f"key{index}", type_=String),
+                "count": 1,
+                "expires_at": bindparam(f"expires_at{index}", type_=UTCDateTime),
+            }
+            for index in range(rows)
+        ]
+    )
+    expired = table.c.expires_at <= bindparam("now", type_=UTCDateTime)
+    return fresh.on_conflict_do_update(
+        index_elements=[table.c.key],
+        set_={
+            "count": case((expired, fresh.excluded.count), else_=table.c.count + 1),
+            "expires_at": case(
+                (expired, fresh.excluded.expires_at), else_=table.c.expires_at
+            ),
+        },
+    ).returning(table.c.key, table.c.count, table.c.expires_at)
 
 
 def _seconds_until(moment: datetime, now: datetime) -> float:
-    if moment.tzinfo is None:  # SQLite's RETURNING skips the type's result hook
-        moment = moment.replace(tzinfo=now.tzinfo)
     return max(0.0, (moment - now).total_seconds())
 
 
@@ -123,7 +155,10 @@ class RedisCounters:
         )
         self.memory = MemoryStorage()
 
-    def incr(self, key: str, expiry: int) -> tuple[int, float]:
+    def incr(self, windows: Sequence[Window]) -> list[tuple[int, float]]:
+        return [self._incr(key, expiry) for key, expiry in windows]
+
+    def _incr(self, key: str, expiry: int) -> tuple[int, float]:
         try:
             count = self.redis.incr(key, expiry)
             return count, self.redis.get_expiry(key) - clock.system_clock().timestamp()
@@ -186,24 +221,26 @@ class Throttle:
     def _reserve(
         self, keys: Sequence[str], limits: Sequence[RateLimitItem]
     ) -> list[str]:
-        # One counter after the other, giving everything back at the first that is
-        # used up: a refused attempt then costs no counter anything, and attempts
-        # racing on two counters cannot refuse each other for good.
-        reserved: list[str] = []
-        for key in keys:
-            for limit in limits:
+        # Every counter at once, giving everything back if one is used up: a
+        # refused attempt then costs no counter anything, and attempts racing on
+        # two counters cannot refuse each other for good.
+        limited = [
+            (f"{key}:{limit.amount}/{limit.get_expiry()}", limit)
+            for key in keys
+            for limit in limits
+        ]
+        counts = self.counters.incr([(name, lim.get_expiry()) for name, lim in limited])
+        reserved = [name for name, _ in limited]
+        for (_, limit), (count, remaining) in zip(limited, counts, strict=True):
+            if count > limit.amount:
+                self._release(reserved)
                 window = limit.get_expiry()
-                window_key = f"{key}:{limit.amount}/{window}"
-                count, remaining = self.counters.incr(window_key, window)
-                reserved.append(window_key)
-                if count > limit.amount:
-                    self._release(reserved)
-                    retry_after = min(window, max(1, math.ceil(remaining)))
-                    raise Problem(
-                        "rate_limited",
-                        "Too many attempts; try again later.",
-                        headers={"Retry-After": str(retry_after)},
-                    )
+                retry_after = min(window, max(1, math.ceil(remaining)))
+                raise Problem(
+                    "rate_limited",
+                    "Too many attempts; try again later.",
+                    headers={"Retry-After": str(retry_after)},
+                )
         return reserved
 
     def _release(self, reserved: Sequence[str]) -> None:
@@ -229,9 +266,7 @@ def init_app(app: Flask) -> None:
     """Build the app's throttle on the configured counter storage."""
     uri = app.config["RATELIMIT_STORAGE_URI"]
     counters: Counters = (
-        RedisCounters(uri)
-        if uri
-        else DatabaseCounters(app.extensions["authsvc.db"].counters)
+        RedisCounters(uri) if uri else DatabaseCounters(app.extensions["authsvc.db"])
     )
     app.extensions["authsvc.throttle"] = Throttle(
         counters,

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import bindparam, func, literal_column, select, table, text
 from sqlalchemy.exc import DBAPIError
 
-from authsvc.db import DriverQuery, make_engine
+from authsvc.db import DriverStatement, make_engine
 from authsvc.models import AuthSession, User
 
 CALLER = (
@@ -40,7 +40,7 @@ def test_a_row_is_converted_as_core_converts_it(app, tokens):
     with database.engine.connect() as connection:
         expected = connection.execute(CALLER, params).one()
 
-    row = database.driver_query(CALLER).one_or_none(params)
+    row = database.statement(CALLER).first(params)
 
     assert tuple(row) == tuple(expected)
     assert row.username == "alice"
@@ -53,21 +53,21 @@ def test_a_row_is_converted_as_core_converts_it(app, tokens):
 
 def test_no_row_is_none(app, tokens):
     params = ids(app)
-    query = app.extensions["authsvc.db"].driver_query(CALLER)
-    assert query.one_or_none({**params, "user_id": params["session_id"]}) is None
+    query = app.extensions["authsvc.db"].statement(CALLER)
+    assert query.first({**params, "user_id": params["session_id"]}) is None
 
 
 def test_one_query_per_statement_and_database(app):
     database = app.extensions["authsvc.db"]
-    assert database.driver_query(CALLER) is database.driver_query(CALLER)
+    assert database.statement(CALLER) is database.statement(CALLER)
 
 
 def test_a_failing_read_raises_sqlalchemys_error_and_returns_its_connection(app):
     database = app.extensions["authsvc.db"]
     broken = select(literal_column("1").label("one")).select_from(table("missing"))
     with pytest.raises(DBAPIError):
-        database.driver_query(broken).one_or_none({})
-    assert database.reads.pool.checkedout() == 0
+        database.statement(broken).first({})
+    assert database.statements.pool.checkedout() == 0
 
 
 def test_a_read_on_a_connection_the_server_dropped_is_tried_again(empty_database):
@@ -75,12 +75,12 @@ def test_a_read_on_a_connection_the_server_dropped_is_tried_again(empty_database
     engine = make_engine(url, pre_ping=False, autocommit=True, pool_size=1)
     other = make_engine(url)
     try:
-        query = DriverQuery(engine, select(func.pg_backend_pid().label("pid")))
-        first = query.one_or_none({}).pid
+        query = DriverStatement(engine, select(func.pg_backend_pid().label("pid")))
+        first = query.first({}, retry=True).pid
         with other.begin() as connection:
             connection.execute(text(f"SELECT pg_terminate_backend({first}, 5000)"))
 
-        again = query.one_or_none({}).pid
+        again = query.first({}, retry=True).pid
 
         assert again != first
     finally:
