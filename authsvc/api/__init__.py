@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, current_app
 from flask_restx import Api
-from flask_restx.representations import output_json
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
 from . import admin, health, keys, sessions, users
@@ -28,11 +28,23 @@ Every error is `application/problem+json` with a stable machine-readable `code`.
 """
 
 
+def output_json(data: Any, code: int, headers: Any = None) -> Response:
+    """A JSON body, as Flask-RESTX writes it, made straight into the response.
+
+    Flask-RESTX's own goes through ``make_response`` and then adds the headers;
+    this is every answer of the API, ``GET /me`` included.
+    """
+    return current_app.response_class(
+        json.dumps(data) + "\n", code, headers, mimetype="application/json"
+    )
+
+
 class ProblemApi(Api):
     """An ``Api`` whose every error, from any resource, renders as problem+json."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.representations["application/json"] = output_json
         # Listed so the document's ``produces`` names the error media type too.
         self.representations[PROBLEM_MIMETYPE] = output_json
 
