@@ -1,15 +1,25 @@
-"""Driver-level reads give what SQLAlchemy's Core gives, and fail the way it does."""
+"""Driver-level statements give what SQLAlchemy's Core gives, and fail the way it
+does; their writes are committed, or rolled back whole."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, func, literal_column, select, table, text
+from sqlalchemy import (
+    Insert,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 
 from authsvc.db import DriverStatement, make_engine
-from authsvc.models import AuthSession, User
+from authsvc.models import AuthSession, ThrottleCounter, User
 
 CALLER = (
     select(
@@ -86,3 +96,65 @@ def test_a_read_on_a_connection_the_server_dropped_is_tried_again(empty_database
     finally:
         engine.dispose()
         other.dispose()
+
+
+def counter_rows(app) -> list:
+    with app.extensions["authsvc.db"].engine.connect() as connection:
+        return connection.execute(
+            select(ThrottleCounter.key, ThrottleCounter.count).order_by(
+                ThrottleCounter.key
+            )
+        ).all()
+
+
+def add_counter(key: str) -> Insert:
+    # The count is the statement's own value, not a parameter.
+    return insert(ThrottleCounter).values(
+        key=key, count=1, expires_at=bindparam("expires_at")
+    )
+
+
+def test_a_write_is_committed_on_its_own(app):
+    database = app.extensions["authsvc.db"]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+
+    changed = database.statement(add_counter("alone")).run({"expires_at": later})
+
+    assert changed == 1
+    assert counter_rows(app) == [("alone", 1)]
+
+
+def test_a_transaction_commits_every_statement_of_its_block(app):
+    database = app.extensions["authsvc.db"]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    with database.transaction() as transaction:
+        for key in ("first", "second"):
+            transaction.execute(
+                database.statement(add_counter(key)), {"expires_at": later}
+            )
+
+    assert counter_rows(app) == [("first", 1), ("second", 1)]
+
+
+def test_a_transaction_whose_block_raises_leaves_nothing(app):
+    database = app.extensions["authsvc.db"]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    with pytest.raises(RuntimeError), database.transaction() as transaction:
+        transaction.execute(
+            database.statement(add_counter("half")), {"expires_at": later}
+        )
+        raise RuntimeError("the second write never happens")
+
+    assert counter_rows(app) == []
+    assert database.statements.pool.checkedout() == 0
+
+
+def test_a_failing_statement_rolls_its_transaction_back(app):
+    database = app.extensions["authsvc.db"]
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    statement = database.statement(add_counter("twice"))
+    with pytest.raises(DBAPIError), database.transaction() as transaction:
+        transaction.execute(statement, {"expires_at": later})
+        transaction.execute(statement, {"expires_at": later})  # the same key
+
+    assert counter_rows(app) == []
