@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,9 @@ class Database:
         self.counters = beside(durable=False)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._compiled: dict[tuple[Engine, Executable], DriverStatement] = {}
+        database = self.engine.url.database
+        file = not self.postgres and database and database != ":memory:"
+        self._writers = WriterQueue(f"{database}-writers") if file else None
 
     def statement(
         self, statement: Executable, *, engine: Engine | None = None
@@ -193,7 +198,10 @@ class Database:
         """
         begin = "BEGIN" if self.postgres else "BEGIN IMMEDIATE"
         # If the block raises, the pool rolls the connection back as it takes it in.
-        with _driver_errors(self.statements, begin) as connection:
+        with (
+            self._writers or nullcontext(),
+            _driver_errors(self.statements, begin) as connection,
+        ):
             cursor = connection.cursor()
             cursor.execute(begin)
             yield DriverTransaction(cursor)
@@ -208,6 +216,40 @@ class Database:
         """Close every pooled connection, of every engine."""
         for engine in {self.engine, self.statements, self.counters}:
             engine.dispose()
+        if self._writers is not None:
+            self._writers.close()
+
+
+class WriterQueue:
+    """Write transactions of this host on one SQLite file, queued in the kernel.
+
+    A writer that finds SQLite's write lock taken sleeps, 1 ms at first and longer
+    after, before it tries again, while a refresh holds the lock for a fraction
+    of that. Queued on a lock file instead, the next writer wakes as soon as the
+    one before is done. Only an optimisation: SQLite's own lock and busy timeout
+    still keep writers apart, those of other code paths and threads included.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._descriptor: int | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        # A descriptor inherited across fork would be one lock for every worker.
+        if self._pid != os.getpid():
+            self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+        fcntl.flock(self._descriptor, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close this process's descriptor of the lock file, if it has one."""
+        if self._descriptor is not None and self._pid == os.getpid():
+            os.close(self._descriptor)
+        self._descriptor, self._pid = None, 0
 
 
 class DriverStatement:

@@ -3,7 +3,9 @@ does; their writes are committed, or rolled back whole."""
 
 from __future__ import annotations
 
+import multiprocessing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import (
@@ -18,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from authsvc.db import DriverStatement, make_engine
+from authsvc.db import Database, DriverStatement, make_engine
 from authsvc.models import AuthSession, ThrottleCounter, User
 
 CALLER = (
@@ -158,3 +160,33 @@ def test_a_failing_statement_rolls_its_transaction_back(app):
         transaction.execute(statement, {"expires_at": later})  # the same key
 
     assert counter_rows(app) == []
+
+
+def test_sqlite_writers_of_other_processes_queue_on_a_lock_file(empty_database):
+    database = Database(empty_database("sqlite"))
+    queue = database._writers
+    done = multiprocessing.get_context("fork").Event()
+
+    def write() -> None:
+        with database.transaction():
+            done.set()
+
+    try:
+        with queue:  # as a worker in the middle of a refresh
+            writer = multiprocessing.get_context("fork").Process(target=write)
+            writer.start()
+            assert not done.wait(0.5)
+        assert done.wait(10)
+        writer.join(10)
+        assert writer.exitcode == 0
+        assert Path(queue.path).exists()
+    finally:
+        database.dispose()
+
+
+def test_postgresql_has_no_lock_file(empty_database):
+    database = Database(empty_database("postgresql"))
+    try:
+        assert database._writers is None
+    finally:
+        database.dispose()
