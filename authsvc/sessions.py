@@ -111,13 +111,7 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         "token_hash": hash_refresh_token(refresh_token),
         "expires_at": _refresh_token_expiry(grant, now),
     }
-    db, statements = get_db(), _statements()
-    if db.postgres:
-        db.statement(statements.start).run(params)
-    else:
-        with db.transaction() as transaction:
-            transaction.execute(db.statement(statements.open), params)
-            transaction.execute(db.statement(statements.add_token), params)
+    _start(params)
     audit.record("login_succeeded", user_id=user.id, session_id=grant.session_id)
     return _issue(grant, refresh_token, params["expires_at"], now)
 
@@ -174,6 +168,17 @@ def refresh(refresh_token: str) -> IssuedTokens:
     )
     revoke_sessions(AuthSession.id == grant.session_id, reason="refresh_reuse")
     raise Problem("invalid_refresh_token")
+
+
+def _start(params: dict[str, Any]) -> None:
+    """Store a new session and its first refresh token, together."""
+    db, statements = get_db(), _statements()
+    if db.postgres:
+        db.statement(statements.start).run(params)
+        return
+    with db.transaction() as transaction:
+        transaction.execute(db.statement(statements.open), params)
+        transaction.execute(db.statement(statements.add_token), params)
 
 
 def _rotate(params: dict[str, Any]) -> bool:
