@@ -12,7 +12,6 @@ import logging
 import secrets
 import statistics
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from sqlalchemy import text
@@ -82,12 +81,7 @@ class Service:
         self.server.start()
         return self
 
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.server.stop()
         self.app.extensions["authsvc.db"].dispose()
 

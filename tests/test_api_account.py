@@ -6,7 +6,15 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from helpers import PASSWORD, bearer, problem
+from helpers import (
+    PASSWORD,
+    assert_refused,
+    assert_works,
+    bearer,
+    me,
+    problem,
+    refresh,
+)
 
 NEW_PASSWORD = "purple monkey dishwasher 42"
 SESSION_TTL = 2592000
@@ -38,30 +46,6 @@ def live_sessions(client, access_token: str) -> list[dict]:
 
 def session_ids(client, access_token: str) -> list[str]:
     return [session["id"] for session in live_sessions(client, access_token)]
-
-
-def refresh(client, tokens: dict):
-    return client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
-
-
-def me(client, tokens: dict):
-    return client.get("/me", headers=bearer(tokens["access_token"]))
-
-
-def assert_works(client, tokens: dict) -> None:
-    """The session's access token is accepted (its refresh token is left unspent)."""
-    assert me(client, tokens).status_code == 200
-
-
-def assert_refused(client, tokens: dict, access_code: str = "token_revoked") -> None:
-    """Both of the session's tokens are refused."""
-    response = me(client, tokens)
-    problem(response, access_code, 401)
-    assert (
-        response.headers["WWW-Authenticate"]
-        == 'Bearer realm="authsvc", error="invalid_token"'
-    )
-    problem(refresh(client, tokens), "invalid_refresh_token", 401)
 
 
 def can_log_in(client, username: str, password: str) -> bool:

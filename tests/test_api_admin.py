@@ -7,7 +7,15 @@ from datetime import datetime, timedelta
 
 import jwt
 import pytest
-from helpers import PASSWORD, bearer, problem
+from helpers import (
+    PASSWORD,
+    assert_refused,
+    assert_works,
+    bearer,
+    me,
+    problem,
+    refresh,
+)
 
 ADMIN_USER_KEYS = {
     "id",
@@ -64,28 +72,6 @@ def moment(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     assert parsed.tzinfo is not None, value
     return parsed
-
-
-def me(client, tokens: dict):
-    return client.get("/me", headers=bearer(tokens["access_token"]))
-
-
-def refresh(client, tokens: dict):
-    return client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
-
-
-def assert_works(client, tokens: dict) -> None:
-    assert me(client, tokens).status_code == 200
-
-
-def assert_refused(client, tokens: dict, access_code: str) -> None:
-    response = me(client, tokens)
-    problem(response, access_code, 401)
-    assert (
-        response.headers["WWW-Authenticate"]
-        == 'Bearer realm="authsvc", error="invalid_token"'
-    )
-    problem(refresh(client, tokens), "invalid_refresh_token", 401)
 
 
 def can_log_in(client, username: str, password: str = PASSWORD) -> bool:

@@ -20,6 +20,15 @@ from .payload import read_json
 
 ns = Namespace("users", description="Register and read your own account.", path="/")
 
+#: What an operation that first checks the caller's password may answer.
+PASSWORD_CHECK_ERRORS = (
+    "validation_error",
+    *AUTHENTICATION_ERRORS,
+    "invalid_credentials",
+    "unsupported_media_type",
+    "rate_limited",
+)
+
 registration_model = ns.model(
     "Registration",
     {
@@ -103,16 +112,7 @@ class Me(Resource):
 
     @ns.expect(account_deletion_model)
     @ns.response(204, "The account and all its sessions are gone.")
-    @ns.doc(
-        security="bearer",
-        responses=problem_responses(
-            "validation_error",
-            *AUTHENTICATION_ERRORS,
-            "invalid_credentials",
-            "unsupported_media_type",
-            "rate_limited",
-        ),
-    )
+    @ns.doc(security="bearer", responses=problem_responses(*PASSWORD_CHECK_ERRORS))
     def delete(self) -> Response:
         """Delete the caller's account; the username and e-mail become free."""
         body = read_json(account_deletion_model)
@@ -130,16 +130,7 @@ class Password(Resource):
 
     @ns.expect(password_change_model)
     @ns.response(204, "Changed; every other session of the user is revoked.")
-    @ns.doc(
-        security="bearer",
-        responses=problem_responses(
-            "validation_error",
-            *AUTHENTICATION_ERRORS,
-            "invalid_credentials",
-            "unsupported_media_type",
-            "rate_limited",
-        ),
-    )
+    @ns.doc(security="bearer", responses=problem_responses(*PASSWORD_CHECK_ERRORS))
     def post(self) -> Response:
         """Change the caller's password, keeping only the calling session."""
         body = read_json(password_change_model)
