@@ -1,5 +1,5 @@
 """Driver-level statements give what SQLAlchemy's Core gives, and fail the way it
-does; their writes are committed, or rolled back whole."""
+does; their writes are committed, or rolled back whole; SQLite is tuned for them."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from authsvc.db import Database, DriverStatement, make_engine
+from authsvc.db import (
+    SQLITE_BUSY_TIMEOUT,
+    SQLITE_MMAP_BYTES,
+    Database,
+    DriverStatement,
+    make_engine,
+)
 from authsvc.models import AuthSession, ThrottleCounter, User
 
 CALLER = (
@@ -190,3 +196,19 @@ def test_postgresql_has_no_lock_file(empty_database):
         assert database._writers is None
     finally:
         database.dispose()
+
+
+def test_sqlite_connections_are_tuned_for_workers(empty_database):
+    engine = make_engine(empty_database("sqlite"))
+    try:
+        with engine.connect() as connection:
+
+            def pragma(name: str) -> object:
+                return connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 1  # NORMAL
+            assert pragma("busy_timeout") == SQLITE_BUSY_TIMEOUT * 1000
+            assert pragma("mmap_size") == SQLITE_MMAP_BYTES
+    finally:
+        engine.dispose()
