@@ -197,6 +197,10 @@ def login(server: LiveServer, username: str = "alice") -> Reply:
     )
 
 
+def refresh(server: LiveServer, refresh_token: str) -> Reply:
+    return server.request("POST", "/refresh", {"refresh_token": refresh_token})
+
+
 def me(server: LiveServer, token: str) -> Reply:
     return server.request("GET", "/me", token=token)
 
@@ -270,15 +274,22 @@ def test_serve_starts_while_the_database_is_down(cluster, database, tmp_path):
 def test_serve_rides_out_the_database_going_away(cluster, database, tmp_path):
     with serve(tmp_path, server_env(database)) as server:
         assert register(server).status == 201
+        refresh_tokens = []
         for _ in range(4):  # every worker holds pooled connections
-            token = login(server).body["access_token"]
+            tokens = login(server).body
+            token = tokens["access_token"]
+            refresh_tokens.append(tokens["refresh_token"])
             assert me(server, token).status == 200
 
         # Restarted while idle: every pooled connection is dead, yet the very
         # first request after it (and every one after) succeeds: pre-ping for
-        # the session's pool, one more try on a fresh connection for reads.
+        # the session's pool, one more try on a fresh connection for reads and
+        # counters, and writes only after a read has found the pool dead.
         cluster.stop()
         cluster.start()
+        for refresh_token in refresh_tokens:
+            reply = refresh(server, refresh_token)
+            assert reply.status == 200, reply
         for _ in range(4):
             reply = me(server, token)
             assert reply.status == 200, reply
