@@ -48,8 +48,10 @@ class Counters(Protocol):
     """Where fixed-window counters live."""
 
     def incr(self, windows: Sequence[Window]) -> list[tuple[int, float]]:
-        """Count one more in each; return each new count and the seconds left in
-        its window."""
+        """Count one more in each window.
+
+        Returns each new count with the seconds left in its window, in order.
+        """
         ...
 
     def release(self, keys: Sequence[str]) -> None:
