@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any, Protocol
 
 from flask import Flask, current_app
@@ -72,7 +73,6 @@ class DatabaseCounters:
         self.database = database
         self.engine = database.counters
         table = ThrottleCounter.__table__
-        self._upserts: dict[int, DriverStatement] = {}
         self._release = database.statement(
             update(table)
             .where(
@@ -105,17 +105,15 @@ class DatabaseCounters:
         self._release.run_many([{"key": key, "now": now} for key in keys])
 
     def _upsert(self, rows: int) -> DriverStatement:
-        """The upsert of ``rows`` counters, built once for each number of them."""
-        statement = self._upserts.get(rows)
-        if statement is None:
-            statement = self.database.statement(
-                _upsert_statement(self.engine.dialect.name, rows), engine=self.engine
-            )
-            self._upserts[rows] = statement
-        return statement
+        """The upsert of ``rows`` counters, compiled once for each number of them."""
+        statement = _upsert_statement(self.engine.dialect.name, rows)
+        return self.database.statement(statement, engine=self.engine)
 
 
+@cache
 def _upsert_statement(dialect: str, rows: int) -> Insert:
+    # Built once per dialect and number of rows, so the database's compiled
+    # statements find it again.
     table = ThrottleCounter.__table__
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     fresh = insert(table).values(
