@@ -70,7 +70,17 @@ def migration_lock(engine: Engine) -> Iterator[Connection]:
         else None
     )
     with _file_lock(lock_path), engine.connect() as connection:
-        yield connection
+        # Alembic's batch mode rebuilds a table and drops the old one, and with
+        # foreign keys on, SQLite first deletes the dropped table's rows, with
+        # every row elsewhere that cascades from them. The pragma only takes
+        # effect outside a transaction, as it is here, before and after.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+        try:
+            yield connection
+        finally:
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 @contextmanager

@@ -15,8 +15,10 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     Uuid,
+    func,
+    select,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, column_property, mapped_column, relationship
 
 from .db import Base, UTCDateTime
 
@@ -45,27 +47,6 @@ class User(Base):
     )
 
 
-class AuthSession(Base):
-    """One login: what access tokens name in ``sid`` and what logout revokes."""
-
-    __tablename__ = "sessions"
-
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), index=True
-    )
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    #: Absolute end of the session; rotation never moves it.
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-    revoked_reason: Mapped[str | None] = mapped_column(String(32))
-    user_agent: Mapped[str | None] = mapped_column(String(512))
-    ip_address: Mapped[str | None] = mapped_column(String(64))
-
-    user: Mapped[User] = relationship(back_populates="sessions")
-
-
 class RefreshToken(Base):
     """One link in a session's rotation chain, kept only as a hash of the token.
 
@@ -74,7 +55,10 @@ class RefreshToken(Base):
     """
 
     __tablename__ = "refresh_tokens"
-    __table_args__ = (Index("ix_refresh_tokens_session_id", "session_id"),)
+    # Also finds a session's newest link (``AuthSession.last_used_at``) at once.
+    __table_args__ = (
+        Index("ix_refresh_tokens_session_id_created_at", "session_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     session_id: Mapped[uuid.UUID] = mapped_column(
@@ -85,6 +69,33 @@ class RefreshToken(Base):
     #: Idle expiry: a token not rotated by then is dead.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     spent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthSession(Base):
+    """One login: what access tokens name in ``sid`` and what logout revokes."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Absolute end of the session; rotation never moves it.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    #: The last login or refresh: when its newest refresh token was issued. Read,
+    #: not stored, so that a rotation writes no row of the session.
+    last_used_at: Mapped[datetime] = column_property(
+        select(func.max(RefreshToken.created_at))
+        .where(RefreshToken.session_id == id)
+        .scalar_subquery()
+    )
+
+    user: Mapped[User] = relationship(back_populates="sessions")
 
 
 class ThrottleCounter(Base):

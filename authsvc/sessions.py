@@ -190,7 +190,6 @@ def _rotate(params: dict[str, Any]) -> bool:
         if transaction.execute(db.statement(statements.spend), params) != 1:
             return False
         transaction.execute(db.statement(statements.add_token), params)
-        transaction.execute(db.statement(statements.touch), params)
     return True
 
 
@@ -213,11 +212,10 @@ class _Statements:
     open: Insert
     add_token: Insert
     spend: Update
-    touch: Update
     #: On PostgreSQL: ``open`` and ``add_token`` as one statement.
     start: Insert
-    #: On PostgreSQL: ``spend``, then ``add_token`` and ``touch`` if it spent, as
-    #: one statement counting what it spent.
+    #: On PostgreSQL: ``spend``, then ``add_token`` if it spent, as one statement
+    #: counting what it spent.
     rotate: Select[Any]
 
 
@@ -253,7 +251,6 @@ def _statements() -> _Statements:
         id=session_id,
         user_id=bindparam("user_id"),
         created_at=now,
-        last_used_at=now,
         expires_at=bindparam("ends_at"),
         user_agent=bindparam("user_agent"),
         ip_address=bindparam("ip_address"),
@@ -269,9 +266,7 @@ def _statements() -> _Statements:
         .where(tokens.c.id == token_id, tokens.c.spent_at.is_(None))
         .values(spent_at=now)
     )
-    touch = update(sessions).where(sessions.c.id == session_id).values(last_used_at=now)
     spent = spend.returning(tokens.c.session_id).cte("spent")
-    spent_session = select(spent.c.session_id).scalar_subquery()
     rotate = (
         select(func.count().label("rotated"))
         .select_from(spent)
@@ -281,11 +276,7 @@ def _statements() -> _Statements:
                 ["session_id", "token_hash", "created_at", "expires_at"],
                 select(spent.c.session_id, token_hash, now, expires_at),
             )
-            .cte("successor"),
-            update(sessions)
-            .where(sessions.c.id == spent_session)
-            .values(last_used_at=now)
-            .cte("touched"),
+            .cte("successor")
         )
     )
     return _Statements(
@@ -295,7 +286,6 @@ def _statements() -> _Statements:
         open=open_,
         add_token=add_token,
         spend=spend,
-        touch=touch,
         start=add_token.add_cte(open_.cte("opened")),
         rotate=rotate,
     )

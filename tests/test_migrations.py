@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from alembic import command
 from conftest import BACKENDS
-from sqlalchemy import inspect
+from sqlalchemy import JSON, Boolean, Integer, String, Uuid, column, inspect, table
 
 from authsvc import create_app
-from authsvc.db import get_db
+from authsvc.db import UTCDateTime, get_db, get_session
 from authsvc.migrations import alembic_config, current_revision, downgrade, upgrade
+from authsvc.models import AuthSession
+
+#: The revision before sessions stopped storing their last use.
+STORED_LAST_USE = "2d8e6f0b4c17"
 
 TABLES = {
     "alembic_version",
@@ -59,3 +66,108 @@ def test_models_and_migrations_agree(fresh_app):
     with fresh_app.app_context():
         # Raises when autogenerate would find any difference.
         command.check(alembic_config(get_db().engine))
+
+
+LOGGED_IN = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+REFRESHED = LOGGED_IN + timedelta(minutes=45)
+
+users = table(
+    "users",
+    column("id", Uuid),
+    column("username", String),
+    column("username_key", String),
+    column("password_hash", String),
+    column("is_active", Boolean),
+    column("roles", JSON),
+    column("created_at", UTCDateTime),
+    column("updated_at", UTCDateTime),
+    column("password_changed_at", UTCDateTime),
+)
+stored_sessions = table(
+    "sessions",
+    column("id", Uuid),
+    column("user_id", Uuid),
+    column("created_at", UTCDateTime),
+    column("last_used_at", UTCDateTime),
+    column("expires_at", UTCDateTime),
+)
+refresh_tokens = table(
+    "refresh_tokens",
+    column("id", Integer),
+    column("session_id", Uuid),
+    column("token_hash", String),
+    column("created_at", UTCDateTime),
+    column("expires_at", UTCDateTime),
+)
+
+
+def seed_stored_last_use(app) -> uuid.UUID:
+    """A user with one session, logged in and refreshed once, as 0004 stored it."""
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
+    ends = LOGGED_IN + timedelta(days=30)
+    with app.app_context(), get_db().engine.begin() as connection:
+        connection.execute(
+            users.insert().values(
+                id=user_id,
+                username="ada",
+                username_key="ada",
+                password_hash="x",
+                is_active=True,
+                roles=[],
+                created_at=LOGGED_IN,
+                updated_at=LOGGED_IN,
+                password_changed_at=LOGGED_IN,
+            )
+        )
+        connection.execute(
+            stored_sessions.insert().values(
+                id=session_id,
+                user_id=user_id,
+                created_at=LOGGED_IN,
+                last_used_at=REFRESHED,
+                expires_at=ends,
+            )
+        )
+        connection.execute(
+            refresh_tokens.insert(),
+            [
+                {
+                    "session_id": session_id,
+                    "token_hash": "a" * 64,
+                    "created_at": LOGGED_IN,
+                    "expires_at": ends,
+                },
+                {
+                    "session_id": session_id,
+                    "token_hash": "b" * 64,
+                    "created_at": REFRESHED,
+                    "expires_at": ends,
+                },
+            ],
+        )
+    return session_id
+
+
+def test_last_use_is_read_from_refresh_tokens_after_upgrade(fresh_app):
+    upgrade(fresh_app, STORED_LAST_USE)
+    session_id = seed_stored_last_use(fresh_app)
+    upgrade(fresh_app)
+    with fresh_app.app_context():
+        session = get_session().get(AuthSession, session_id)
+        assert session.last_used_at == REFRESHED
+        with get_db().engine.connect() as connection:
+            tokens = connection.execute(refresh_tokens.select()).all()
+    # Rebuilding the sessions table on SQLite must not cascade into its tokens.
+    assert len(tokens) == 2
+
+
+def test_downgrade_stores_last_use_again(fresh_app):
+    upgrade(fresh_app, STORED_LAST_USE)
+    session_id = seed_stored_last_use(fresh_app)
+    upgrade(fresh_app)
+    downgrade(fresh_app, STORED_LAST_USE)
+    with fresh_app.app_context(), get_db().engine.connect() as connection:
+        stored = connection.execute(stored_sessions.select()).one()
+        tokens = connection.execute(refresh_tokens.select()).all()
+    assert (stored.id, stored.last_used_at) == (session_id, REFRESHED)
+    assert len(tokens) == 2
