@@ -92,8 +92,13 @@ class AuthSession(Base):
     last_used_at: Mapped[datetime] = column_property(
         select(func.max(RefreshToken.created_at))
         .where(RefreshToken.session_id == id)
+        .correlate_except(RefreshToken)
         .scalar_subquery()
     )
+    #: What the version before read as ``last_used_at`` and moved at each refresh.
+    #: It still reads it while instances are rolled, so a login still fills it in;
+    #: nothing else does. A later migration drops it.
+    stored_last_used_at: Mapped[datetime] = mapped_column("last_used_at", UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="sessions")
 

@@ -251,6 +251,7 @@ def _statements() -> _Statements:
         id=session_id,
         user_id=bindparam("user_id"),
         created_at=now,
+        last_used_at=now,
         expires_at=bindparam("ends_at"),
         user_agent=bindparam("user_agent"),
         ip_address=bindparam("ip_address"),

@@ -58,6 +58,7 @@ def seed(total: int) -> None:
                     "id": session_id,
                     "user_id": users[i % USERS]["id"],
                     "created_at": now,
+                    "last_used_at": now,
                     "expires_at": now + timedelta(days=30),
                     "revoked_at": revoked_at if i % 2 else None,
                     "revoked_reason": "logout" if i % 2 else None,

@@ -164,6 +164,7 @@ class Seeder:
                     "id": session_id,
                     "user_id": user_id,
                     "created_at": now,
+                    "last_used_at": now,
                     "expires_at": ends,
                     "user_agent": "bench",
                     "ip_address": "127.0.0.1",

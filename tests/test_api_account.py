@@ -139,6 +139,21 @@ def test_last_used_at_follows_refreshes(client, tokens, clock):
     )
 
 
+def test_last_used_at_is_each_sessions_own(client, register, login, clock):
+    register()
+    first = login()
+    clock.advance(60)
+    second = login()
+    clock.advance(60)
+    refresh(client, first)
+    clock.advance(60)
+    listed = live_sessions(client, second["access_token"])
+    assert [moment(session["last_used_at"]) for session in listed] == [
+        clock.current - timedelta(seconds=120),
+        clock.current - timedelta(seconds=60),
+    ]
+
+
 def test_sessions_leave_out_revoked_and_expired_ones(
     client, make_app, register, login, clock
 ):

@@ -1,9 +1,10 @@
-"""A session's last use is read from its newest refresh token, not stored.
+"""A session's last use is read from its newest refresh token.
 
-Every rotation updated its session's row only to move ``last_used_at`` to the
+Each rotation updated its session's row only to move ``last_used_at`` to the
 moment its successor token was made, which that token records anyway. The index
 on ``refresh_tokens.session_id`` gains ``created_at``, so a session's newest token
-is found in the index alone.
+is found in the index alone. The column stays, filled in at login, for the version
+before this one while instances are rolled; a later migration drops it.
 
 Revision ID: 6f2a9d41c3e8
 Revises: 2d8e6f0b4c17
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
 
 revision: str = "6f2a9d41c3e8"
@@ -30,22 +30,15 @@ def upgrade() -> None:
         ["session_id", "created_at"],
     )
     op.drop_index("ix_refresh_tokens_session_id", table_name="refresh_tokens")
-    with op.batch_alter_table("sessions") as batch:
-        batch.drop_column("last_used_at")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("sessions") as batch:
-        batch.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True)))
+    # The version before reads the stored column again: bring it up to date.
     op.execute(
         "UPDATE sessions SET last_used_at = COALESCE("
         "(SELECT max(created_at) FROM refresh_tokens"
-        " WHERE refresh_tokens.session_id = sessions.id), created_at)"
+        " WHERE refresh_tokens.session_id = sessions.id), last_used_at)"
     )
-    with op.batch_alter_table("sessions") as batch:
-        batch.alter_column(
-            "last_used_at", existing_type=sa.DateTime(timezone=True), nullable=False
-        )
     op.create_index("ix_refresh_tokens_session_id", "refresh_tokens", ["session_id"])
     op.drop_index(
         "ix_refresh_tokens_session_id_created_at", table_name="refresh_tokens"
