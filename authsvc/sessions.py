@@ -251,6 +251,8 @@ def _statements() -> _Statements:
         id=session_id,
         user_id=bindparam("user_id"),
         created_at=now,
+        # Only for the version before, while instances are rolled: this version
+        # reads a session's last use from its newest refresh token.
         last_used_at=now,
         expires_at=bindparam("ends_at"),
         user_agent=bindparam("user_agent"),
