@@ -17,6 +17,11 @@ close each). Options: ``--rounds``, ``--duration``, ``--connections``,
 ``--backends sqlite,postgresql``, ``--generator``, ``--json FILE``; ``--smoke``
 makes it a few seconds long.
 
+``--floor`` also measures the floor (``bench/floor_app.py``): the same stack doing
+GET /me's and POST /refresh's database work and signature and nothing of
+authsvc, beside the bare route in the same way, so each ratio can be read
+against the most this stack reaches on the machine.
+
 ``--seed-users 1000000`` is the scale mode: GET /me and POST /refresh at 1,000
 accounts, then again after bulk-seeding up to a million accounts with a session
 each, then the workers' memory around 100,000 GET /me.

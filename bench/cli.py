@@ -23,9 +23,10 @@ from bench.databases import (
     postgres_version,
     sqlite_database,
 )
+from bench.floor import FLOORS, FloorServer
 from bench.load import PythonGenerator
 from bench.report import environment, table, versions
-from bench.rounds import Case, Generator, Plan, Row, interleave, rows_of
+from bench.rounds import Case, Generator, Plan, Row, Series, interleave, rows_of
 from bench.scale import ScaleOutcome, run_scale, scale_report
 from bench.servers import bare_server
 from bench.service import BASE_ACCOUNTS, LOGIN, ME, REFRESH, Service
@@ -86,6 +87,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=100_000,
         help="scale mode: GET /me sent while watching worker memory",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the floor: the stack doing GET /me's and POST /refresh's "
+        "work and nothing of authsvc",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write results")
     parser.add_argument(
         "--smoke", action="store_true", help="1 short round on SQLite, in seconds"
@@ -95,6 +102,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         options.rounds, options.duration, options.warmup = 1, 1.0, 0.0
         options.connections, options.backends = 2, "sqlite"
         options.generator = options.generator or "python"
+        options.floor = True
     options.generator = options.generator or "auto"
     options.backends = [name.strip() for name in options.backends.split(",")]
     if unknown := set(options.backends) - set(BACKENDS):
@@ -160,6 +168,28 @@ def cases(endpoints: Sequence[str], connections: int) -> list[Case]:
     return chosen
 
 
+def measure_floor(
+    generator: Generator,
+    bare_port: int,
+    service: Service,
+    chosen: Sequence[Case],
+    plan: Plan,
+    workers: int,
+) -> list[Series]:
+    """The floor of each chosen endpoint that has one, beside the bare route."""
+    floors = [
+        Case(FLOORS[case.endpoint], case.connections)
+        for case in chosen
+        if case.endpoint in FLOORS
+    ]
+    if not floors:
+        return []
+    say(f"{service.backend}: starting the floor")
+    folder = service.server.log.parent
+    with FloorServer(service, folder, workers) as floor:
+        return interleave(generator, bare_port, floor, floors, plan, say)
+
+
 def bench_backend(
     backend: str,
     options: argparse.Namespace,
@@ -178,6 +208,10 @@ def bench_backend(
             if options.seed_users is None:
                 chosen = cases(options.endpoints, options.connections)
                 measured = interleave(generator, bare_port, service, chosen, plan, say)
+                if options.floor:
+                    measured += measure_floor(
+                        generator, bare_port, service, chosen, plan, options.workers
+                    )
                 outcome.rows = rows_of(backend, measured)
                 if "login" in options.endpoints:
                     outcome.verify_ms = service.verify_ms()

@@ -24,7 +24,7 @@ PACKAGES = {
 #: Column headings and their formats.
 COLUMNS = (
     ("backend", "<10"),
-    ("endpoint", "<13"),
+    ("endpoint", "<19"),
     ("conns", ">5"),
     ("req/s", ">8"),
     ("p50 ms", ">8"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bench.load import Load, Measurement
-from bench.service import BARE, BARE_LOAD, LOGIN, Service
+from bench.service import BARE, BARE_LOAD
 
 Say = Callable[[str], None]
 
@@ -28,6 +28,17 @@ class Generator(Protocol):
     def run(
         self, port: int, load: Load, connections: int, duration: float
     ) -> Measurement: ...
+
+
+class Target(Protocol):
+    """What is measured beside the bare route: authsvc, or the floor."""
+
+    backend: str
+
+    @property
+    def port(self) -> int: ...
+
+    def load(self, endpoint: str, connections: int) -> Load: ...
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,7 @@ class Plan:
 def interleave(
     generator: Generator,
     bare_port: int,
-    service: Service,
+    target: Target,
     cases: Sequence[Case],
     plan: Plan,
     say: Say,
@@ -86,23 +97,19 @@ def interleave(
     if plan.warmup > 0:
         for case in cases:
             generator.run(bare_port, BARE_LOAD, case.connections, plan.warmup)
-            load = service.load(case.endpoint, case.connections)
-            generator.run(service.port, load, case.connections, plan.warmup)
+            load = target.load(case.endpoint, case.connections)
+            generator.run(target.port, load, case.connections, plan.warmup)
     every = [Series(case) for case in cases]
     for number in range(1, plan.rounds + 1):
         for series in every:
             case = series.case
             bare = generator.run(bare_port, BARE_LOAD, case.connections, plan.duration)
-            load = service.load(case.endpoint, case.connections)
-            measured = generator.run(
-                service.port, load, case.connections, plan.duration
-            )
-            if case.endpoint == LOGIN:
-                service.time_verification()
+            load = target.load(case.endpoint, case.connections)
+            measured = generator.run(target.port, load, case.connections, plan.duration)
             series.bare.append(bare)
             series.service.append(measured)
             say(
-                f"round {number}/{plan.rounds} {service.backend} {case.endpoint} "
+                f"round {number}/{plan.rounds} {target.backend} {case.endpoint} "
                 f"x{case.connections}: {measured.rps:.0f} req/s, "
                 f"{measured.failures} failed (bare {bare.rps:.0f} req/s)"
             )

@@ -151,8 +151,16 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def bare_server(folder: Path, workers: int) -> Server:
-    """The bare Flask app under gunicorn, with the options ``authsvc serve`` uses.
+def flask_server(
+    name: str,
+    app: str,
+    folder: Path,
+    workers: int,
+    *,
+    ready: str,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """A Flask app of ``bench`` under gunicorn, with the options ``authsvc serve`` uses.
 
     Those are set in ``authsvc.server.run``: the worker count, sync workers,
     30 s timeouts, keep-alive 5 s, 65 KiB header fields, the error log on stderr
@@ -174,12 +182,17 @@ def bare_server(folder: Path, workers: int) -> Server:
         "--error-logfile=-",
         "--log-level=info",
         *control,
-        "bench.bare:app",
+        app,
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     return Server(
-        "bare gunicorn", argv, port=port, env=env, log=folder / "bare.log", ready="/"
+        name, argv, port=port, env=env, log=folder / f"{name}.log", ready=ready
     )
+
+
+def bare_server(folder: Path, workers: int) -> Server:
+    """The bare Flask app: the baseline every ratio divides by."""
+    return flask_server("bare", "bench.bare:app", folder, workers, ready="/")
 
 
 def _settings() -> set[str]:

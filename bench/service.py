@@ -104,6 +104,7 @@ class Service:
             tokens = self._take(connections * TOKENS_PER_CONNECTION)
             return Load("POST", "/refresh", JSON_HEADERS, refresh_tokens=tokens)
         if endpoint == LOGIN:
+            self.time_verification()
             body = {"username": BENCH_USER, "password": self.seeder.password}
             return Load("POST", "/login", JSON_HEADERS, json.dumps(body))
         raise ValueError(f"unknown endpoint {endpoint}")
@@ -131,7 +132,7 @@ class Service:
                 connection.commit()
 
     def time_verification(self) -> None:
-        """Time argon2 verifications now, right beside a run of logins.
+        """Time argon2 verifications now, right before a run of logins.
 
         The machine's speed drifts over minutes; timed beside each login run, the
         hash that login p50 is divided by is the hash of the same moments.

@@ -13,18 +13,26 @@ from live import clean_env
 from bench.cli import cases, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINTS = {"bare GET /", "GET /me", "POST /refresh", "POST /login"}
+ENDPOINTS = {
+    "bare GET /",
+    "GET /me",
+    "POST /refresh",
+    "POST /login",
+    "floor GET /me",
+    "floor POST /refresh",
+}
 #: A row of the results table: backend, endpoint, connections, requests/s, p50,
 #: p99, share of the bare route's throughput, failed requests, client CPU.
 ROW = re.compile(
-    r"^sqlite +(?P<endpoint>bare GET /|GET /me|POST /refresh|POST /login) +"
-    r"(?P<connections>\d+) +(?P<rps>[\d.]+) +[\d.]+ +[\d.]+ +[-\d.]+ +"
+    r"^sqlite +(?P<endpoint>"
+    + "|".join(map(re.escape, sorted(ENDPOINTS, key=len, reverse=True)))
+    + r") +(?P<connections>\d+) +(?P<rps>[\d.]+) +[\d.]+ +[\d.]+ +[-\d.]+ +"
     r"(?P<failed>\d+) +\d+%$",
     re.MULTILINE,
 )
 
 
-def test_smoke_run_prints_throughput_of_the_bare_route_and_every_endpoint():
+def test_smoke_run_prints_the_bare_route_every_endpoint_and_their_floors():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke"],
         cwd=ROOT,
