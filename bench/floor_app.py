@@ -24,8 +24,6 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import jwt
@@ -93,6 +91,8 @@ class SqliteFloor(Floor):
     find_user = Floor.find_user.replace("%s", "?")
     find_refresh = Floor.find_refresh.replace("%s", "?")
     spend = Floor.spend.replace("%s", "?")
+    #: The lock file's descriptor.
+    writers: int | None = None
 
     def connect(self) -> Any:
         """A connection in autocommit, in WAL mode and reading through a map."""
@@ -105,19 +105,18 @@ class SqliteFloor(Floor):
         self, connection: Any, token_id: int, session_id: int, successor: str, now: int
     ) -> None:
         """Spend the token and store its successor in one write transaction."""
-        with self._writer():
+        if self.writers is None:  # opened in the worker, after the fork
+            self.writers = os.open(f"{self.database}-writers", os.O_RDWR | os.O_CREAT)
+        fcntl.flock(self.writers, fcntl.LOCK_EX)
+        try:
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(self.spend, (now, token_id))
             connection.execute(
                 self.add_refresh, (successor, session_id, now + LIFETIME)
             )
             connection.execute("COMMIT")
-
-    @contextmanager
-    def _writer(self) -> Iterator[None]:
-        with open(f"{self.database}-writers", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        finally:
+            fcntl.flock(self.writers, fcntl.LOCK_UN)
 
 
 def floor_for(database: str) -> Floor:
