@@ -112,6 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown endpoints: {', '.join(sorted(unknown))}")
     if options.seed_users is not None and options.seed_users <= BASE_ACCOUNTS:
         parser.error(f"--seed-users must be above {BASE_ACCOUNTS}")
+    if options.seed_users is not None and options.floor:
+        parser.error("--floor is measured at the base size only, not with --seed-users")
     if min(options.rounds, options.connections, options.workers) < 1:
         parser.error("--rounds, --connections and --workers must be at least 1")
     return options

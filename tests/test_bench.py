@@ -60,3 +60,9 @@ def test_an_unknown_endpoint_is_refused(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--endpoints", "me,logout"])
     assert "unknown endpoints: logout" in capsys.readouterr().err
+
+
+def test_the_floor_is_not_measured_in_the_scale_mode(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--floor", "--seed-users", "1000000"])
+    assert "--floor is measured at the base size only" in capsys.readouterr().err
