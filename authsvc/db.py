@@ -81,7 +81,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+def tune_sqlite(dbapi_connection: Any, _record: Any = None) -> None:
+    """Set up a new SQLite connection for several workers at once."""
     # WAL lets readers run beside one writer; the busy timeout makes concurrent
     # writers from several gunicorn workers wait their turn instead of failing.
     # Every write of another connection empties a connection's page cache; with
@@ -121,7 +122,7 @@ def make_engine(
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT})
-        event.listen(engine, "connect", _tune_sqlite)
+        event.listen(engine, "connect", tune_sqlite)
         return engine
     connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
     # Startup options: no extra round trip, and they hold for every statement of

@@ -176,6 +176,7 @@ def measure_floor(
     service: Service,
     chosen: Sequence[Case],
     plan: Plan,
+    folder: Path,
     workers: int,
 ) -> list[Series]:
     """The floor of each chosen endpoint that has one, beside the bare route."""
@@ -187,7 +188,6 @@ def measure_floor(
     if not floors:
         return []
     say(f"{service.backend}: starting the floor")
-    folder = service.server.log.parent
     with FloorServer(service, folder, workers) as floor:
         return interleave(generator, bare_port, floor, floors, plan, say)
 
@@ -212,7 +212,13 @@ def bench_backend(
                 measured = interleave(generator, bare_port, service, chosen, plan, say)
                 if options.floor:
                     measured += measure_floor(
-                        generator, bare_port, service, chosen, plan, options.workers
+                        generator,
+                        bare_port,
+                        service,
+                        chosen,
+                        plan,
+                        folder / backend,
+                        options.workers,
                     )
                 outcome.rows = rows_of(backend, measured)
                 if "login" in options.endpoints:

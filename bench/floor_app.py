@@ -17,7 +17,6 @@ database's, what lies between authsvc and it is authsvc's own.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import secrets
@@ -33,6 +32,8 @@ from flask import Flask, request
 from flask_login import LoginManager, UserMixin, current_user, login_required
 from flask_restx import Api, Resource
 
+from authsvc.db import WriterQueue, tune_sqlite
+
 #: Where the floor's tables are: an SQLite file, or a ``postgresql://`` URL.
 DATABASE_ENV = "BENCH_FLOOR_DATABASE"
 #: Rows of each table, and the user every ``GET /me`` reads.
@@ -40,8 +41,6 @@ ROWS = 1000
 USER_ID = ROWS // 2
 #: What a refresh token's successor and access token live, in seconds.
 LIFETIME = 900
-#: authsvc's SQLite settings that bear on speed.
-PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "mmap_size=1073741824")
 
 
 class Floor:
@@ -83,7 +82,7 @@ class Floor:
 
 
 class SqliteFloor(Floor):
-    """SQLite tuned as authsvc tunes it, its writers queued on a lock file."""
+    """SQLite with authsvc's settings, its writers queued on a lock file as there."""
 
     create = (Floor.create[0], Floor.create[1].replace("SERIAL", "INTEGER"))
     add_user = Floor.add_user.replace("%s", "?")
@@ -91,32 +90,28 @@ class SqliteFloor(Floor):
     find_user = Floor.find_user.replace("%s", "?")
     find_refresh = Floor.find_refresh.replace("%s", "?")
     spend = Floor.spend.replace("%s", "?")
-    #: The lock file's descriptor.
-    writers: int | None = None
+
+    def __init__(self, database: str) -> None:
+        super().__init__(database)
+        self.writers = WriterQueue(f"{database}-writers")
 
     def connect(self) -> Any:
-        """A connection in autocommit, in WAL mode and reading through a map."""
-        connection = sqlite3.connect(self.database, isolation_level=None, timeout=5)
-        for pragma in PRAGMAS:
-            connection.execute(f"PRAGMA {pragma}")
+        """A connection in autocommit, with authsvc's settings."""
+        connection = sqlite3.connect(self.database, isolation_level=None)
+        tune_sqlite(connection)
         return connection
 
     def rotate(
         self, connection: Any, token_id: int, session_id: int, successor: str, now: int
     ) -> None:
         """Spend the token and store its successor in one write transaction."""
-        if self.writers is None:  # opened in the worker, after the fork
-            self.writers = os.open(f"{self.database}-writers", os.O_RDWR | os.O_CREAT)
-        fcntl.flock(self.writers, fcntl.LOCK_EX)
-        try:
+        with self.writers:
             connection.execute("BEGIN IMMEDIATE")
             connection.execute(self.spend, (now, token_id))
             connection.execute(
                 self.add_refresh, (successor, session_id, now + LIFETIME)
             )
             connection.execute("COMMIT")
-        finally:
-            fcntl.flock(self.writers, fcntl.LOCK_UN)
 
 
 def floor_for(database: str) -> Floor:
