@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import (
     ColumnElement,
@@ -27,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, clock, sessions
+from . import audit, clock, sessions, usernames
 from .db import get_db, get_session
 from .errors import Problem
 from .models import AuthSession, User
@@ -35,7 +36,7 @@ from .passwords import get_passwords, password_problem
 from .throttle import get_throttle
 
 USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
-EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
 MAX_EMAIL_LENGTH = 254
 ROLE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ROLE_RULE = "1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
@@ -79,6 +80,7 @@ def create_user(
     user = User(
         username=username,
         username_key=canonical(username),
+        username_skeleton=usernames.skeleton(canonical(username)),
         email=email,
         email_key=canonical(email) if email else None,
         password_hash=get_passwords().hash(password),
@@ -94,6 +96,7 @@ def create_user(
         db.commit()
     except IntegrityError:
         db.rollback()
+        # Also the unique skeleton: a name that looks like a taken one is taken.
         raise Problem(
             "already_exists", "The username or e-mail is already taken."
         ) from None
@@ -105,19 +108,36 @@ def _registration_errors(
     username: str, password: str, email: str | None
 ) -> dict[str, str]:
     errors = {}
-    # Case folding can lengthen a name ("ß" is "ss"), so the key is checked too.
-    if not USERNAME_PATTERN.fullmatch(username) or len(canonical(username)) > 64:
-        errors["username"] = (
-            "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
-        )
-    if email is not None and (
-        len(canonical(email)) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.fullmatch(email)
-    ):
+    if problem := _username_problem(username):
+        errors["username"] = problem
+    if email is not None and not _is_valid_email(email):
         errors["email"] = "must be a valid e-mail address"
     problem = _password_problem(password, username)
     if problem:
         errors["password"] = problem
     return errors
+
+
+def _username_problem(username: str) -> str | None:
+    # The Unicode rules come first, so a name with a hidden character says so.
+    if problem := usernames.username_problem(username):
+        return problem
+    # Case folding can lengthen a name ("ß" is "ss"), so the key is checked too.
+    if not USERNAME_PATTERN.fullmatch(username) or len(canonical(username)) > 64:
+        return USERNAME_RULE
+    return None
+
+
+def _is_valid_email(email: str) -> bool:
+    # Syntax only: no DNS look-up, no quoted local parts, no IP-address domains.
+    # What is stored stays the NFKC form the caller gave, as before.
+    if len(canonical(email)) > MAX_EMAIL_LENGTH:
+        return False
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
 
 
 def _roles_errors(roles: Sequence[str]) -> dict[str, str]:

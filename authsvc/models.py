@@ -32,6 +32,12 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64))
     #: NFKC-normalised, case-folded username: what uniqueness and login compare.
     username_key: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Unicode TR39 skeleton of ``username_key``: names that look alike share it.
+    #: Null only for an account older than the rule whose name looked like an
+    #: older account's. A Hangul syllable's skeleton is up to seven characters.
+    username_skeleton: Mapped[str | None] = mapped_column(
+        String(512), unique=True, index=True
+    )
     email: Mapped[str | None] = mapped_column(String(320))
     #: NFKC-normalised, case-folded e-mail.
     email_key: Mapped[str | None] = mapped_column(String(320), unique=True)

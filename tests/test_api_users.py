@@ -164,3 +164,211 @@ def test_me_without_a_token(client):
     response = client.get("/me")
     problem(response, "authentication_required", 401)
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="authsvc"'
+
+
+# Unicode TR39: mixed scripts, invisible characters and look-alike names.
+
+SCRIPT_RULE = (
+    "must be written in one script, or in Latin with Chinese, Japanese or Korean"
+)
+INVISIBLE_RULE = "must not contain invisible, filler or default-ignorable characters"
+DIGITS_RULE = "must not mix digits of different scripts"
+
+
+@pytest.mark.parametrize(
+    "username",
+    [
+        "ada_lovelace-1.0",
+        "\u0440\u043e\u0441\u0441\u0438\u044f",  # Cyrillic alone
+        "\u03b1\u03b8\u03b7\u03bd\u03b1",  # Greek alone
+        "tanaka\u7530\u4e2d\u3072\u3089\u30ab\u30ca",  # Latin, Han, kana: Japanese
+        "\u5c71\u7530\u305f\u308d\u3046",  # Han and Hiragana
+        "wang\u738b\u3105\u3106",  # Latin, Han, Bopomofo
+        "kim\u91d1\ubbfc\uc900",  # Latin, Han, Hangul
+        "jos\u00e9",
+        "\u0661\u0662\u0663\u0639\u0644\u064a",  # Arabic letters, Arabic digits
+    ],
+    ids=[
+        "ascii",
+        "cyrillic",
+        "greek",
+        "latin-han-hiragana-katakana",
+        "han-hiragana",
+        "latin-han-bopomofo",
+        "latin-han-hangul",
+        "latin-accent",
+        "arabic-digits",
+    ],
+)
+def test_single_script_and_cjk_names_are_accepted(register, username):
+    assert register(username)["username"] == username
+
+
+#: Refused by the Unicode rules, each with their message.
+REFUSED_USERNAMES = [
+    ("rt\u0430dmin", SCRIPT_RULE),  # Latin with a Cyrillic a
+    ("p\u0430ypal", SCRIPT_RULE),
+    ("alph\u03b1", SCRIPT_RULE),  # Latin with a Greek alpha
+    ("\u0391\u0399ice", SCRIPT_RULE),  # Greek capitals with Latin
+    ("\u0430\u03b2\u03b3", SCRIPT_RULE),  # Cyrillic with Greek
+    ("\u3072\u3089\uac00\ub098", SCRIPT_RULE),  # Hiragana with Hangul
+    ("wang\u3105\u30ab", SCRIPT_RULE),  # Bopomofo with Katakana
+    ("\u738b\u3105\uac00", SCRIPT_RULE),  # Bopomofo with Hangul
+    ("user\u0661", SCRIPT_RULE),  # Latin with an Arabic-Indic digit
+    ("\u0967\u0968abc", SCRIPT_RULE),  # Devanagari digits with Latin
+    ("\u0661\u06f2\u0639\u0644\u064a", DIGITS_RULE),  # two sets of Arabic digits
+    ("\u1160\u1160\u1160", INVISIBLE_RULE),  # Hangul jungseong filler
+    ("\u115f\u115f\u115f", INVISIBLE_RULE),  # Hangul choseong filler
+    ("\u3164\u3164\u3164", INVISIBLE_RULE),  # Hangul filler
+    ("\uffa0\uffa0\uffa0", INVISIBLE_RULE),  # halfwidth Hangul filler
+    ("ad\u1160min", INVISIBLE_RULE),
+]
+
+#: Invisible characters the schema's pattern already refuses, before the rules.
+INVISIBLE_TO_THE_PATTERN = [
+    "ad\u200dmin",  # zero-width joiner
+    "ad\u200bmin",  # zero-width space
+    "ad\u200cmin",  # zero-width non-joiner
+    "ad\u00admin",  # soft hyphen
+    "ad\u2060min",  # word joiner
+    "admin\ufe0f",  # variation selector 16
+    "admin\ufe00",  # variation selector 1
+    "admin\U000e0100",  # variation selector 17
+    "adm\u034fin",  # combining grapheme joiner
+    "\u17b4admin",  # Khmer inherent vowel
+    "admin\U000e0041",  # tag letter A
+]
+
+
+def validation_error(errors: dict[str, str]) -> dict:
+    return {
+        "type": "about:blank",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "The request body is not valid.",
+        "code": "validation_error",
+        "errors": errors,
+    }
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        *REFUSED_USERNAMES,
+        *((username, "is not valid") for username in INVISIBLE_TO_THE_PATTERN),
+    ],
+)
+def test_mixed_script_and_invisible_names_are_refused(app, client, username, message):
+    response = client.post("/users", json={"username": username, "password": PASSWORD})
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    assert response.json == validation_error({"username": message})
+    assert user_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("username", "message"),
+    [
+        *REFUSED_USERNAMES,
+        *((username, INVISIBLE_RULE) for username in INVISIBLE_TO_THE_PATTERN),
+    ],
+)
+def test_the_cli_refuses_what_the_rules_refuse(app, runner, username, message):
+    result = runner.invoke(
+        args=["users", "create", username, "--password-stdin"], input=PASSWORD + "\n"
+    )
+    assert result.exit_code == 1
+    assert result.output == f"Error: username {message}\n"
+    assert user_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("taken", "look_alike"),
+    [
+        ("rtadmin", "rtadrnin"),  # "rn" for "m"
+        ("rtadrnin", "RTADMIN"),
+        ("copy", "\u0441\u043e\u0440\u0443"),  # all Cyrillic
+        ("scope", "\u0455\u0441\u043e\u0440\u0435"),
+        ("opa", "\u03bf\u03c1\u03b1"),  # all Greek
+        ("\u0441\u0430\u0440", "cap"),  # the other way round
+        ("ace", "\u0430\u0441\u0435"),
+        ("ace", "\uff41\uff43\uff45"),  # full width: the same name
+        ("alice", "a\u217cice"),  # small roman numeral fifty
+        ("tanaka\u30ab\u30ca", "tanaka\u529b\u30ca"),  # Katakana ka, Han ryoku
+    ],
+)
+def test_look_alike_of_a_taken_name_is_409(app, client, register, taken, look_alike):
+    register(taken)
+    response = client.post(
+        "/users", json={"username": look_alike, "password": PASSWORD}
+    )
+    assert response.status_code == 409
+    assert response.mimetype == "application/problem+json"
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "The username or e-mail is already taken.",
+        "code": "already_exists",
+    }
+    assert user_count(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("taken", "other"),
+    [("rtadmin", "rtadmln"), ("foo", "fo0"), ("bob", "b0b"), ("anna", "ana")],
+)
+def test_names_that_only_resemble_are_both_accepted(register, taken, other):
+    register(taken)
+    assert register(other)["username"] == other
+
+
+# E-mail addresses: email-validator, syntax only.
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "<script>@x.com",
+        "a..b@example.com",
+        "x@[127.0.0.1]",
+        "x@[IPv6:::1]",
+        '"a b"@example.com',
+        ".a@example.com",
+        "a.@example.com",
+        "a@-example.com",
+        "a@example..com",
+        "a@exa_mple.com",
+        "a@localhost",
+        "a@example.test",
+        "a@example.invalid",
+        "a@1.2.3.4",
+        "alice@example.com>",
+        "Alice <alice@example.com>",
+        "a@b@example.com",
+        "a\u200b@example.com",
+    ],
+)
+def test_malformed_email_is_refused(app, client, email):
+    response = client.post(
+        "/users", json={"username": "alice", "password": PASSWORD, "email": email}
+    )
+    assert response.status_code == 400
+    assert response.json == validation_error(
+        {"email": "must be a valid e-mail address"}
+    )
+    assert user_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("email", "stored"),
+    [
+        ("alice@example.com", "alice@example.com"),
+        ("Alice.Smith+tag@Example.COM", "Alice.Smith+tag@Example.COM"),
+        ("o'brien@example.ie", "o'brien@example.ie"),
+        ("j\u00fcrgen@b\u00fccher.de", "j\u00fcrgen@b\u00fccher.de"),
+        ("\uff41lice@example.com", "alice@example.com"),  # NFKC, as before
+    ],
+)
+def test_valid_email_is_stored_as_given_after_nfkc(register, email, stored):
+    assert register("alice", email=email)["email"] == stored

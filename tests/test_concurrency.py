@@ -233,3 +233,21 @@ def test_registration_race_creates_one_account(server):
     assert statuses(replies) == {201: 1, 409: THREADS - 1}, replies
     assert all(is_refused(r, 409, "already_exists") for r in replies if r[0] != 201)
     server.assert_clean_output()
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_registration_race_of_look_alike_names_creates_one_account(server, attempt):
+    # Hex digits and letters are Latin; "m", "rn" and "rn" spelt twice look alike.
+    tail = uuid.uuid4().hex[:10]
+    variants = [f"{m}{n}look{tail}" for m in ("m", "rn") for n in ("m", "rn")]
+    requests = [
+        ("POST", "/users", {"username": variants[i % 4], "password": PASSWORD}, None)
+        for i in range(THREADS)
+    ]
+
+    replies = in_parallel(server, requests)
+
+    server.assert_clean_output()
+    assert_no_server_error(replies)
+    assert statuses(replies) == {201: 1, 409: THREADS - 1}, replies
+    assert all(is_refused(r, 409, "already_exists") for r in replies if r[0] != 201)

@@ -10,7 +10,18 @@ from alembic import command
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from conftest import BACKENDS
-from sqlalchemy import JSON, Boolean, Integer, String, Uuid, column, inspect, table
+from helpers import PASSWORD
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Integer,
+    String,
+    Uuid,
+    column,
+    inspect,
+    select,
+    table,
+)
 
 from authsvc import create_app
 from authsvc.db import UTCDateTime, get_db, get_session
@@ -25,6 +36,8 @@ from authsvc.models import AuthSession
 
 #: The revision before sessions stopped storing their last use.
 STORED_LAST_USE = "2d8e6f0b4c17"
+#: The revision before usernames had a confusable skeleton.
+NO_SKELETON = "6f2a9d41c3e8"
 
 TABLES = {
     "alembic_version",
@@ -184,3 +197,76 @@ def test_rebuilding_an_sqlite_table_keeps_the_rows_that_reference_it(fresh_app):
             connection.commit()
         with engine.connect() as connection:
             assert len(connection.execute(refresh_tokens.select()).all()) == 2
+
+
+def seed_users(app, names: list[str]) -> None:
+    """Users with these names, created in this order a minute apart."""
+    with app.app_context(), get_db().engine.begin() as connection:
+        connection.execute(
+            users.insert(),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "username": name,
+                    "username_key": name,
+                    "password_hash": "x",
+                    "is_active": True,
+                    "roles": [],
+                    "created_at": LOGGED_IN + timedelta(minutes=number),
+                    "updated_at": LOGGED_IN,
+                    "password_changed_at": LOGGED_IN,
+                }
+                for number, name in enumerate(names)
+            ],
+        )
+
+
+def skeletons(app) -> dict[str, str | None]:
+    with app.app_context(), get_db().engine.connect() as connection:
+        rows = connection.execute(
+            select(users.c.username, column("username_skeleton"))
+        ).all()
+    return dict(rows)
+
+
+def test_upgrade_gives_existing_users_their_skeletons(fresh_app):
+    upgrade(fresh_app, NO_SKELETON)
+    # Registered before the rule: a Cyrillic "a" in the second, "rn" in the third.
+    seed_users(fresh_app, ["rtadmin", "rt\u0430dmin", "rtadrnin", "bob"])
+    upgrade(fresh_app)
+    # The oldest keeps the skeleton; look-alikes stay usable, with none of their own.
+    assert skeletons(fresh_app) == {
+        "rtadmin": "rtadrnin",
+        "rt\u0430dmin": None,
+        "rtadrnin": None,
+        "bob": "bob",
+    }
+    client = fresh_app.test_client()
+    for name in ["rtadmln", "b0b"]:
+        response = client.post("/users", json={"username": name, "password": PASSWORD})
+        assert response.status_code == 201, response.json
+    response = client.post("/users", json={"username": "RTADMIN", "password": PASSWORD})
+    assert response.json["code"] == "already_exists"
+    response = client.post(
+        "/users", json={"username": "rtadrnin", "password": PASSWORD}
+    )
+    assert response.json["code"] == "already_exists"
+    response = client.post(
+        "/users", json={"username": "b\u03bfb", "password": PASSWORD}
+    )
+    assert response.json["code"] == "validation_error"
+    response = client.post(
+        "/users", json={"username": "\u0432\u043e\u0432", "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.json
+
+
+def test_downgrade_drops_the_skeleton(fresh_app):
+    upgrade(fresh_app)
+    seed_users(fresh_app, ["ada"])
+    downgrade(fresh_app, NO_SKELETON)
+    with fresh_app.app_context():
+        columns = {c["name"] for c in inspect(get_db().engine).get_columns("users")}
+    assert "username_skeleton" not in columns
+    upgrade(fresh_app)
+    assert skeletons(fresh_app) == {"ada": "ada"}
