@@ -62,7 +62,7 @@ def three_users(app, runner, register):
     invoke(
         runner,
         *("users", "create", "Bob", "--email", "bob@example.org"),
-        *("--role", "ops", "--role", "admin", "--password-stdin"),
+        *("--role", "ops", "--role", "auditor", "--password-stdin"),
         input=PASSWORD + "\n",
     )
     invoke(runner, "users", "disable", "bob")
@@ -70,7 +70,7 @@ def three_users(app, runner, register):
     bob_id = str(stored_user(app, "Bob").id)
     return {
         "alice": f"alice\talice@example.com\t-\tactive\t{alice['id']}",
-        "bob": f"Bob\tbob@example.org\tadmin,ops\tdisabled\t{bob_id}",
+        "bob": f"Bob\tbob@example.org\tauditor,ops\tdisabled\t{bob_id}",
         "carol": f"carol\t-\t-\tactive\t{carol['id']}",
     }
 
@@ -256,6 +256,8 @@ def test_grant_adds_the_role_and_revokes_sessions(app, client, runner, register)
 
 def test_revoke_removes_the_role_and_revokes_sessions(app, client, runner, register):
     register("alice")
+    register("root")
+    invoke(runner, "users", "grant", "root", "admin")
     invoke(runner, "users", "grant", "alice", "admin")
     invoke(runner, "users", "grant", "alice", "ops")
     tokens = log_in(client).json
