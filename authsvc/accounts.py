@@ -6,7 +6,6 @@ the API layer turns them into responses.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 import uuid
@@ -29,6 +28,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -414,11 +414,14 @@ def _apply(user: User, changes: dict[str, Any]) -> None:
 
 
 def _active_admin(user: Any) -> ColumnElement[bool]:
-    # Roles are stored as a JSON list of names without quotes or backslashes, so
-    # the quoted name is in its text exactly when it is one of the list, and the
-    # test reads the same on both backends.
-    roles = cast(user.roles, String)
-    return user.is_active & roles.contains(json.dumps(ADMIN_ROLE), autoescape=True)
+    """Whether ``user`` (the users table or an alias of it) is an active admin."""
+    if get_db().postgres:
+        # The column is JSON; as JSONB it has containment, which is exact.
+        is_admin = cast(user.roles, JSONB).contains([ADMIN_ROLE])
+    else:
+        role = func.json_each(user.roles).table_valued("value")
+        is_admin = exists().where(role.c.value == ADMIN_ROLE)
+    return user.is_active & is_admin
 
 
 def _leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:

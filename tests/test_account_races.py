@@ -160,7 +160,9 @@ def test_re_enabling_does_not_bring_back_a_session_that_raced_the_disabling(
     app, client, register, during_next_login
 ):
     register("alice")
-    during_next_login(app, in_context(app, lambda user: accounts.set_active(user, False)))
+    during_next_login(
+        app, in_context(app, lambda user: accounts.set_active(user, False))
+    )
     assert_failed_as_unknown(client, attempt(client))
     in_context(app, lambda user: accounts.set_active(user, True))()
     assert live_sessions(app) == 0

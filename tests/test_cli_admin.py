@@ -422,3 +422,46 @@ def test_sessions_prune_removes_spent_throttle_counters(
     assert (
         invoke(runner, "sessions", "prune")[1] == "pruned 3 expired throttle counters"
     )
+
+
+# --- the last active administrator -----------------------------------------------
+
+LAST_ADMIN_ERROR = "Error: The service would be left without an active administrator."
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["users", "disable", "root"], ["users", "revoke", "ROOT", "admin"]],
+    ids=["disable", "revoke"],
+)
+def test_the_last_admin_cannot_be_removed(app, client, runner, args):
+    invoke(
+        runner,
+        *("users", "create", "root", "--role", "admin", "--password-stdin"),
+        input=PASSWORD + "\n",
+    )
+    tokens = log_in(client, "root").json
+
+    assert invoke(runner, *args, exit_code=1) == [LAST_ADMIN_ERROR]
+
+    user = stored_user(app, "root")
+    assert (user.is_active, user.roles) == (True, ["admin"])
+    assert me(client, tokens["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["users", "disable", "root"], ["users", "revoke", "root", "admin"]],
+    ids=["disable", "revoke"],
+)
+def test_an_admin_can_be_removed_while_another_remains(app, runner, args):
+    for name in ("root", "deputy"):
+        invoke(
+            runner,
+            *("users", "create", name, "--role", "admin", "--password-stdin"),
+            input=PASSWORD + "\n",
+        )
+    invoke(runner, *args)
+    assert invoke(runner, "users", "disable", "deputy", exit_code=1) == [
+        LAST_ADMIN_ERROR
+    ]
