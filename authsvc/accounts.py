@@ -20,13 +20,18 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    cast,
+    delete,
+    exists,
     func,
     or_,
     select,
     true,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
 
 from . import audit, clock, sessions, usernames
 from .db import get_db, get_session
@@ -40,6 +45,8 @@ USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'
 MAX_EMAIL_LENGTH = 254
 ROLE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ROLE_RULE = "1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
+#: The role of those who administer users; the service always keeps one active.
+ADMIN_ROLE = "admin"
 
 
 def normalize(value: str) -> str:
@@ -151,24 +158,26 @@ def _password_problem(password: str, username: str) -> str | None:
     return password_problem(password, username=username, min_length=min_length)
 
 
-def authenticate(username: str, password: str) -> sessions.Account:
-    """Return the active user with these credentials, or raise ``invalid_credentials``.
+def authenticate(user: Any, password: str) -> sessions.Account:
+    """Return the login row ``user`` if it is active with ``password``.
 
-    Unknown user, wrong password and disabled account fail alike and cost one
-    password verification each, so neither the answer nor its timing tells them
-    apart. A hash made with outdated parameters is redone.
+    Otherwise raise ``invalid_credentials``. Unknown user (``None``), wrong
+    password and disabled account fail alike and cost one password verification
+    each, so neither the answer nor its timing tells them apart. A hash made with
+    outdated parameters is redone.
     """
-    user = (
-        get_db()
-        .statement(_login_query())
-        .first({"key": canonical(username)}, retry=True)
-    )
     if user is None:
         get_passwords().verify_dummy(password)
     elif _verify(user.id, user.password_hash, password) and user.is_active:
-        return user
+        return user  # type: ignore[no-any-return]
     audit.record("login_failed", user_id=user.id if user else None)
     raise Problem("invalid_credentials")
+
+
+def _login_row(username: str) -> Any:
+    """What a login needs of the user ``username`` names, or ``None``."""
+    query = get_db().statement(_login_query())
+    return query.first({"key": canonical(username)}, retry=True)
 
 
 @cache
@@ -176,7 +185,12 @@ def _login_query() -> Select[Any]:
     # Built once and run by the driver: it is on the login path, where every
     # millisecond beside the password hash counts.
     return select(
-        User.id, User.username, User.roles, User.password_hash, User.is_active
+        User.id,
+        User.username,
+        User.roles,
+        User.password_hash,
+        User.is_active,
+        User.account_version,
     ).where(_named(bindparam("key", type_=String)))
 
 
@@ -184,23 +198,40 @@ def _verify(user_id: uuid.UUID, stored_hash: str, password: str) -> bool:
     passwords = get_passwords()
     result = passwords.verify(stored_hash, password)
     if result.ok and result.needs_rehash:
+        # Only over the hash just verified: a password changed since then stays.
         db = get_session()
         db.execute(
             update(User)
-            .where(User.id == user_id)
+            .where(User.id == user_id, User.password_hash == stored_hash)
             .values(password_hash=passwords.hash(password))
+            .execution_options(synchronize_session=False)
         )
         db.commit()
     return result.ok
 
 
+def _account_key(user_id: uuid.UUID | None, identifier: str) -> str:
+    """What the per-account login limit counts: the account an identifier names.
+
+    By id, so a username and an e-mail of one account share a counter; an
+    identifier naming nobody is counted by itself, under a key of the same shape.
+    """
+    return f"user:{user_id}" if user_id is not None else f"name:{canonical(identifier)}"
+
+
 def login(
     username: str, password: str, client: sessions.Client
 ) -> sessions.IssuedTokens:
-    """Check credentials (throttled) and open a new session."""
-    with get_throttle().login_attempt(canonical(username), client.ip_address):
-        user = authenticate(username, password)
-    return sessions.open_session(user, client)
+    """Check credentials (throttled) and open a new session.
+
+    The user is looked up before the throttle counts, for every identifier, known
+    or not, so both cost the same statements. A session that cannot be opened
+    because the account changed meanwhile fails, and counts, like a wrong password.
+    """
+    user = _login_row(username)
+    key = _account_key(user.id if user else None, username)
+    with get_throttle().login_attempt(key, client.ip_address):
+        return sessions.open_session(authenticate(user, password), client)
 
 
 def change_password(
@@ -215,7 +246,7 @@ def change_password(
     A wrong current password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(user.username_key, address):
+    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
             raise Problem("invalid_credentials", "The current password is incorrect.")
@@ -242,6 +273,7 @@ def _set_password(user: User, new_password: str, *, field: str) -> None:
     now = clock.now()
     user.password_hash = get_passwords().hash(new_password)
     user.password_changed_at = user.updated_at = now
+    user.account_version = User.account_version + 1  # type: ignore[assignment]
     get_session().commit()
 
 
@@ -253,18 +285,29 @@ def delete_account(
     A wrong password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(user.username_key, address):
+    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
         if not _verify(user.id, user.password_hash, password):
             raise Problem("invalid_credentials", "The password is incorrect.")
     delete_user(user)
 
 
 def delete_user(user: User) -> None:
-    """Delete a user and, with them, every session and refresh token."""
+    """Delete a user and, with them, every session and refresh token.
+
+    Refused with ``last_admin`` if they are the last active administrator.
+    """
     db = get_session()
     user_id = user.id
-    db.delete(user)
+    _lock_administrators(db)
+    deleted = db.execute(
+        delete(User)
+        .where(User.id == user_id, _leaves_an_administrator(user_id))
+        .execution_options(synchronize_session=False)
+    ).rowcount
     db.commit()
+    if deleted != 1:
+        raise _why_unchanged(user_id)
+    db.expunge(user)
     audit.record("account_deleted", user_id=user_id)
 
 
@@ -327,34 +370,107 @@ def list_users(
 def update_user(
     user: User, *, is_active: bool | None = None, roles: Sequence[str] | None = None
 ) -> None:
-    """Apply an administrator's changes, checking all of them before any is made."""
+    """Apply an administrator's changes together, or none of them.
+
+    Disabling a user or changing their roles ends their sessions; a change that
+    would leave no active administrator is refused with ``last_admin``.
+    """
     if roles is not None and (errors := _roles_errors(roles)):
         raise Problem("validation_error", errors=errors)
+    changes: dict[str, Any] = {}
+    if is_active is not None and is_active != user.is_active:
+        changes["is_active"] = is_active
+    if roles is not None and sorted(set(roles)) != user.roles:
+        changes["roles"] = sorted(set(roles))
+    if changes:
+        _apply(user, changes)
     if is_active is not None:
-        set_active(user, is_active)
-    if roles is not None:
-        set_roles(user, roles)
+        if not is_active:
+            sessions.revoke_user_sessions(user.id, reason="disabled")
+        event = "account_enabled" if is_active else "account_disabled"
+        audit.record(event, user_id=user.id)
+    if "roles" in changes:
+        sessions.revoke_user_sessions(user.id, reason="roles_changed")
+        audit.record("roles_changed", user_id=user.id, roles=",".join(user.roles))
 
 
 def set_active(user: User, active: bool) -> None:
     """Enable or disable an account; disabling ends every session at once."""
-    user.is_active = active
-    user.updated_at = clock.now()
-    get_session().commit()
-    if not active:
-        sessions.revoke_user_sessions(user.id, reason="disabled")
-    audit.record("account_enabled" if active else "account_disabled", user_id=user.id)
+    update_user(user, is_active=active)
 
 
 def set_roles(user: User, roles: Sequence[str]) -> None:
     """Replace a user's roles; their sessions end so new tokens carry the new roles."""
-    if errors := _roles_errors(roles):
-        raise Problem("validation_error", errors=errors)
-    new_roles = sorted(set(roles))
-    if new_roles == user.roles:
-        return
-    user.roles = new_roles
-    user.updated_at = clock.now()
-    get_session().commit()
-    sessions.revoke_user_sessions(user.id, reason="roles_changed")
-    audit.record("roles_changed", user_id=user.id, roles=",".join(new_roles))
+    update_user(user, roles=roles)
+
+
+def _apply(user: User, changes: dict[str, Any]) -> None:
+    """Write ``changes`` to the user in one statement, moving their account version.
+
+    One that takes away an active administrator is made only if another remains,
+    checked by the same statement.
+    """
+    db = get_session()
+    conditions = [User.id == user.id]
+    if changes.get("is_active") is False or ADMIN_ROLE not in changes.get(
+        "roles", [ADMIN_ROLE]
+    ):
+        _lock_administrators(db)
+        conditions.append(_leaves_an_administrator(user.id))
+    changed = db.execute(
+        update(User)
+        .where(*conditions)
+        .values(
+            **changes,
+            updated_at=clock.now(),
+            account_version=User.account_version + 1,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.commit()
+    if changed != 1:
+        raise _why_unchanged(user.id)
+    db.refresh(user)
+
+
+def _active_admin(user: Any) -> ColumnElement[bool]:
+    """Whether ``user`` (the users table or an alias of it) is an active admin."""
+    if get_db().postgres:
+        # The column is JSON; as JSONB it has containment, which is exact.
+        is_admin = cast(user.roles, JSONB).contains([ADMIN_ROLE])
+    else:
+        role = func.json_each(user.roles).table_valued("value")
+        is_admin = exists().where(role.c.value == ADMIN_ROLE)
+    return user.is_active & is_admin
+
+
+def _leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
+    """Whether the service keeps an active administrator without this user as one."""
+    other = aliased(User)
+    return ~_active_admin(User) | exists().where(
+        other.id != user_id, _active_admin(other)
+    )
+
+
+def _lock_administrators(db: Session) -> None:
+    """Make changes that may take away an administrator take turns.
+
+    On PostgreSQL, two requests each taking away one of the last two
+    administrators would each still see the other; locking every active
+    administrator's row first makes the second wait and then see the first's
+    change. SQLite's writers take turns anyway.
+    """
+    if get_db().postgres:
+        db.execute(
+            select(User.id)
+            .where(_active_admin(User))
+            .order_by(User.id)
+            .with_for_update(key_share=True)
+        )
+
+
+def _why_unchanged(user_id: uuid.UUID) -> Problem:
+    """Why a change of this user's row changed nothing: gone, or the last admin."""
+    if get_session().scalar(select(User.id).where(User.id == user_id)) is None:
+        return Problem("not_found", "No such user.")
+    return Problem("last_admin")

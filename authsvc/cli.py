@@ -204,7 +204,8 @@ def users_list(query: str) -> None:
 def users_disable(username: str) -> None:
     """Disable a user and revoke all their sessions."""
     user = _find_user(username)
-    accounts.set_active(user, False)
+    with _problems_exit():
+        accounts.set_active(user, False)
     click.echo(f"disabled {user.username}")
 
 
@@ -257,7 +258,8 @@ def users_revoke(username: str, role: str) -> None:
     if role not in user.roles:
         click.echo(f"{user.username} does not have the role {role}")
         return
-    accounts.set_roles(user, [held for held in user.roles if held != role])
+    with _problems_exit():
+        accounts.set_roles(user, [held for held in user.roles if held != role])
     click.echo(f"revoked {role} from {user.username}; their sessions are revoked")
 
 

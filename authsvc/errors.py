@@ -43,6 +43,7 @@ CODES: dict[str, tuple[int, str]] = {
     "not_found": (404, "The requested resource does not exist."),
     "method_not_allowed": (405, "The method is not allowed for this resource."),
     "already_exists": (409, "The resource already exists."),
+    "last_admin": (409, "The service would be left without an active administrator."),
     "payload_too_large": (413, "The request body is too large."),
     "uri_too_long": (414, "The request line is too long."),
     "unsupported_media_type": (415, "The request body must be application/json."),

@@ -47,6 +47,10 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: One more at each change that must end the user's sessions (password,
+    #: enabled state, roles). A login opens its session only if the version it
+    #: read is still the user's, so no session outlives a change it raced.
+    account_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     sessions: Mapped[list[AuthSession]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

@@ -88,10 +88,18 @@ class Account(Protocol):
     id: uuid.UUID
     username: str
     roles: list[str]
+    #: The user's ``account_version`` when their credentials were checked.
+    account_version: int
 
 
 def open_session(user: Account, client: Client) -> IssuedTokens:
-    """Start a session for ``user`` and issue its first tokens."""
+    """Start a session for ``user`` and issue its first tokens.
+
+    The session is opened only if the user is still active and still at the
+    ``account_version`` read when their credentials were checked: a password
+    change, a disabling or a deletion that raced the login leaves no session
+    behind, and the login fails as ``invalid_credentials``.
+    """
     now = clock.now()
     grant = Grant(
         user.id,
@@ -104,6 +112,7 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
     params = {
         "session_id": grant.session_id,
         "user_id": user.id,
+        "account_version": user.account_version,
         "now": now,
         "ends_at": grant.ends_at,
         "user_agent": (client.user_agent or None) and client.user_agent[:512],
@@ -111,7 +120,9 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         "token_hash": hash_refresh_token(refresh_token),
         "expires_at": _refresh_token_expiry(grant, now),
     }
-    _start(params)
+    if not _start(params):
+        audit.record("login_failed", user_id=user.id)
+        raise Problem("invalid_credentials")
     audit.record("login_succeeded", user_id=user.id, session_id=grant.session_id)
     return _issue(grant, refresh_token, params["expires_at"], now)
 
@@ -170,15 +181,19 @@ def refresh(refresh_token: str) -> IssuedTokens:
     raise Problem("invalid_refresh_token")
 
 
-def _start(params: dict[str, Any]) -> None:
-    """Store a new session and its first refresh token, together."""
+def _start(params: dict[str, Any]) -> bool:
+    """Store a new session and its first refresh token, together.
+
+    ``False``, storing nothing, if the user changed or went since the login read it.
+    """
     db, statements = get_db(), _statements()
     if db.postgres:
-        db.statement(statements.start).run(params)
-        return
+        return db.statement(statements.start).run(params) == 1
     with db.transaction() as transaction:
-        transaction.execute(db.statement(statements.open), params)
+        if transaction.execute(db.statement(statements.open), params) != 1:
+            return False
         transaction.execute(db.statement(statements.add_token), params)
+    return True
 
 
 def _rotate(params: dict[str, Any]) -> bool:
@@ -209,10 +224,11 @@ class _Statements:
     spent_at: Select[Any]
     #: When a refresh token expires, to hand out a successor again in the grace.
     expiry: Select[Any]
+    #: A session, only for an active user still at the version the login read.
     open: Insert
     add_token: Insert
     spend: Update
-    #: On PostgreSQL: ``open`` and ``add_token`` as one statement.
+    #: On PostgreSQL: ``open``, then ``add_token`` if it opened, as one statement.
     start: Insert
     #: On PostgreSQL: ``spend``, then ``add_token`` if it spent, as one statement
     #: counting what it spent.
@@ -247,16 +263,41 @@ def _statements() -> _Statements:
         .join(User, sessions.c.user_id == User.id)
         .where(tokens.c.token_hash == token_hash)
     )
-    open_ = insert(sessions).values(
-        id=session_id,
-        user_id=bindparam("user_id"),
-        created_at=now,
-        # Only for the version before, while instances are rolled: this version
-        # reads a session's last use from its newest refresh token.
-        last_used_at=now,
-        expires_at=bindparam("ends_at"),
-        user_agent=bindparam("user_agent"),
-        ip_address=bindparam("ip_address"),
+    users = User.__table__
+    # FOR SHARE: a change of the user waits for this login's session to be
+    # committed, so its revocation sweep finds it; or this waits for the change,
+    # then finds the version moved on and opens nothing. SQLite's writers take
+    # turns anyway, and it has no such clause.
+    opening = (
+        select(
+            session_id,
+            users.c.id,
+            now,
+            # Only for the version before, while instances are rolled: this
+            # version reads a session's last use from its newest refresh token.
+            now,
+            bindparam("ends_at", type_=UTCDateTime),
+            bindparam("user_agent", type_=String),
+            bindparam("ip_address", type_=String),
+        )
+        .where(
+            users.c.id == bindparam("user_id", type_=Uuid),
+            users.c.account_version == bindparam("account_version", type_=Integer),
+            users.c.is_active,
+        )
+        .with_for_update(read=True)
+    )
+    open_ = insert(sessions).from_select(
+        [
+            "id",
+            "user_id",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "user_agent",
+            "ip_address",
+        ],
+        opening,
     )
     add_token = insert(tokens).values(
         session_id=session_id,
@@ -282,6 +323,11 @@ def _statements() -> _Statements:
             .cte("successor")
         )
     )
+    opened = open_.returning(sessions.c.id).cte("opened")
+    start = insert(tokens).from_select(
+        ["session_id", "token_hash", "created_at", "expires_at"],
+        select(opened.c.id, token_hash, now, expires_at),
+    )
     return _Statements(
         find=find,
         spent_at=select(tokens.c.spent_at).where(tokens.c.id == token_id),
@@ -289,7 +335,7 @@ def _statements() -> _Statements:
         open=open_,
         add_token=add_token,
         spend=spend,
-        start=add_token.add_cte(open_.cte("opened")),
+        start=start,
         rotate=rotate,
     )
 

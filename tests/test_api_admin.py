@@ -571,3 +571,121 @@ def test_revoke_sessions_of_a_user_without_any(admin, register):
     target = register("alice")
     response = admin("DELETE", f"/admin/users/{target['id']}/sessions")
     assert response.status_code == 204
+
+
+# --- the last active administrator -------------------------------------------------
+
+LAST_ADMIN = {
+    "type": "about:blank",
+    "title": "Conflict",
+    "status": 409,
+    "detail": "The service would be left without an active administrator.",
+    "code": "last_admin",
+}
+#: Requests that would take the last active administrator away.
+LAST_ADMIN_REMOVALS = [
+    ("PATCH", {"is_active": False}),
+    ("PATCH", {"roles": []}),
+    ("PATCH", {"roles": ["ops"]}),
+    ("PATCH", {"roles": ["administrator", "Admin"]}),
+    ("PATCH", {"is_active": False, "roles": ["admin"]}),
+    ("PATCH", {"is_active": True, "roles": []}),
+    ("DELETE", None),
+]
+
+
+def user_id_of(admin, username: str) -> str:
+    [user] = admin("GET", "/admin/users", query_string={"q": username}).json["users"]
+    return user["id"]
+
+
+def assert_last_admin(response) -> None:
+    assert response.status_code == 409
+    assert response.mimetype == "application/problem+json"
+    assert response.json == LAST_ADMIN
+
+
+@pytest.mark.parametrize(("method", "body"), LAST_ADMIN_REMOVALS)
+def test_the_last_admin_cannot_remove_themselves(
+    client, admin, admin_token, method, body
+):
+    root = user_id_of(admin, "root")
+    before = admin("GET", f"/admin/users/{root}").json
+    assert_last_admin(admin(method, f"/admin/users/{root}", json=body))
+    assert admin("GET", f"/admin/users/{root}").json == before
+    assert me(client, {"access_token": admin_token}).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "body"), LAST_ADMIN_REMOVALS)
+def test_another_active_admin_may_be_removed(client, admin, runner, method, body):
+    create_user(runner, "deputy", "admin")
+    deputy = user_id_of(admin, "deputy")
+    response = admin(method, f"/admin/users/{deputy}", json=body)
+    assert response.status_code == (204 if method == "DELETE" else 200), response.json
+    # Now root is the last one.
+    root = user_id_of(admin, "root")
+    assert_last_admin(admin(method, f"/admin/users/{root}", json=body))
+
+
+def test_an_admin_may_step_down_while_another_remains(client, runner, login):
+    create_user(runner, "root", "admin")
+    create_user(runner, "deputy", "admin")
+    root = login("root")
+    deputy = login("deputy")
+    root_id = me(client, root).json["id"]
+    response = client.patch(
+        f"/admin/users/{root_id}",
+        json={"roles": []},
+        headers=bearer(root["access_token"]),
+    )
+    assert response.status_code == 200
+    deputy_id = me(client, deputy).json["id"]
+    response = client.delete(
+        f"/admin/users/{deputy_id}", headers=bearer(deputy["access_token"])
+    )
+    assert_last_admin(response)
+
+
+def test_disabled_admins_do_not_count(client, admin, runner):
+    create_user(runner, "deputy", "admin")
+    deputy = user_id_of(admin, "deputy")
+    assert (
+        admin("PATCH", f"/admin/users/{deputy}", json={"is_active": False}).json[
+            "is_active"
+        ]
+        is False
+    )
+    root = user_id_of(admin, "root")
+    assert_last_admin(admin("PATCH", f"/admin/users/{root}", json={"roles": []}))
+    # A disabled admin is no active one: removing them leaves root, so it is allowed.
+    assert admin("DELETE", f"/admin/users/{deputy}").status_code == 204
+
+
+def test_the_last_admin_cannot_delete_their_own_account(client, admin, admin_token):
+    response = client.delete(
+        "/me", json={"password": PASSWORD}, headers=bearer(admin_token)
+    )
+    assert_last_admin(response)
+    assert me(client, {"access_token": admin_token}).status_code == 200
+
+
+def test_an_admin_may_delete_their_own_account_while_another_remains(
+    client, admin, admin_token, runner
+):
+    create_user(runner, "deputy", "admin")
+    response = client.delete(
+        "/me", json={"password": PASSWORD}, headers=bearer(admin_token)
+    )
+    assert response.status_code == 204
+    problem(me(client, {"access_token": admin_token}), "invalid_token", 401)
+
+
+def test_without_any_active_admin_other_changes_still_work(client, runner, register):
+    create_user(runner, "root", "admin")
+    runner.invoke(
+        args=["users", "create", "deputy", "--role", "admin", "--password-stdin"],
+        input=PASSWORD + "\n",
+    )
+    assert runner.invoke(args=["users", "disable", "deputy"]).exit_code == 0
+    result = runner.invoke(args=["users", "revoke", "deputy", "admin"])
+    assert result.exit_code == 0, result.output

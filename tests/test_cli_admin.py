@@ -62,7 +62,7 @@ def three_users(app, runner, register):
     invoke(
         runner,
         *("users", "create", "Bob", "--email", "bob@example.org"),
-        *("--role", "ops", "--role", "admin", "--password-stdin"),
+        *("--role", "ops", "--role", "auditor", "--password-stdin"),
         input=PASSWORD + "\n",
     )
     invoke(runner, "users", "disable", "bob")
@@ -70,7 +70,7 @@ def three_users(app, runner, register):
     bob_id = str(stored_user(app, "Bob").id)
     return {
         "alice": f"alice\talice@example.com\t-\tactive\t{alice['id']}",
-        "bob": f"Bob\tbob@example.org\tadmin,ops\tdisabled\t{bob_id}",
+        "bob": f"Bob\tbob@example.org\tauditor,ops\tdisabled\t{bob_id}",
         "carol": f"carol\t-\t-\tactive\t{carol['id']}",
     }
 
@@ -256,6 +256,8 @@ def test_grant_adds_the_role_and_revokes_sessions(app, client, runner, register)
 
 def test_revoke_removes_the_role_and_revokes_sessions(app, client, runner, register):
     register("alice")
+    register("root")
+    invoke(runner, "users", "grant", "root", "admin")
     invoke(runner, "users", "grant", "alice", "admin")
     invoke(runner, "users", "grant", "alice", "ops")
     tokens = log_in(client).json
@@ -420,3 +422,46 @@ def test_sessions_prune_removes_spent_throttle_counters(
     assert (
         invoke(runner, "sessions", "prune")[1] == "pruned 3 expired throttle counters"
     )
+
+
+# --- the last active administrator -----------------------------------------------
+
+LAST_ADMIN_ERROR = "Error: The service would be left without an active administrator."
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["users", "disable", "root"], ["users", "revoke", "ROOT", "admin"]],
+    ids=["disable", "revoke"],
+)
+def test_the_last_admin_cannot_be_removed(app, client, runner, args):
+    invoke(
+        runner,
+        *("users", "create", "root", "--role", "admin", "--password-stdin"),
+        input=PASSWORD + "\n",
+    )
+    tokens = log_in(client, "root").json
+
+    assert invoke(runner, *args, exit_code=1) == [LAST_ADMIN_ERROR]
+
+    user = stored_user(app, "root")
+    assert (user.is_active, user.roles) == (True, ["admin"])
+    assert me(client, tokens["access_token"]).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["users", "disable", "root"], ["users", "revoke", "root", "admin"]],
+    ids=["disable", "revoke"],
+)
+def test_an_admin_can_be_removed_while_another_remains(app, runner, args):
+    for name in ("root", "deputy"):
+        invoke(
+            runner,
+            *("users", "create", name, "--role", "admin", "--password-stdin"),
+            input=PASSWORD + "\n",
+        )
+    invoke(runner, *args)
+    assert invoke(runner, "users", "disable", "deputy", exit_code=1) == [
+        LAST_ADMIN_ERROR
+    ]

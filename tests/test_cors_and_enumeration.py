@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from helpers import PASSWORD, bearer, problem
+from sqlalchemy import event
 
 from authsvc import accounts
+from authsvc.db import DriverStatement
 
 ORIGIN = "https://app.example.com"
 LOOK_ALIKES = [
@@ -248,6 +250,51 @@ def test_failed_logins_are_indistinguishable(client, known_users, username, pass
     )
     problem(unknown, "invalid_credentials", 401)
     assert comparable(other) == comparable(unknown)
+
+
+@pytest.fixture
+def statements(app, monkeypatch):
+    """The SQL of every statement the app runs, driver and ORM alike, in order."""
+    seen: list[str] = []
+    database = app.extensions["authsvc.db"]
+
+    def record(method):
+        def run(self, *args, **kwargs):
+            seen.append(self.sql)
+            return method(self, *args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(DriverStatement, "_execute", record(DriverStatement._execute))
+    monkeypatch.setattr(DriverStatement, "run_many", record(DriverStatement.run_many))
+
+    def orm(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(database.engine, "before_cursor_execute", orm)
+    yield seen
+    event.remove(database.engine, "before_cursor_execute", orm)
+
+
+@pytest.mark.parametrize(
+    "username", ["alice", "ALICE", "alice@example.com", "dora", "nobody@example.com"]
+)
+def test_failed_logins_run_the_same_statements(
+    client, known_users, statements, username
+):
+    def run(name: str, address: str) -> list[str]:
+        statements.clear()
+        response = client.post(
+            "/login",
+            json={"username": name, "password": "wrong password!"},
+            environ_base={"REMOTE_ADDR": address},
+        )
+        problem(response, "invalid_credentials", 401)
+        return list(statements)
+
+    unknown = run("nobody", "192.0.2.1")
+    assert unknown
+    assert run(username, "192.0.2.2") == unknown
 
 
 def test_a_disabled_account_with_its_password_gets_no_session(client, known_users):

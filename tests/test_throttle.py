@@ -130,6 +130,47 @@ def test_case_and_nfkc_variants_of_a_username_share_one_counter(
         assert_rate_limited(response)
 
 
+def test_a_username_and_its_email_share_one_counter(client, register):
+    register("alice", email="alice@example.com")
+    names = ["alice", "Alice@Example.com"]
+    for n in range(LIMIT):
+        response = attempt(client, names[n % 2], **from_address(address(n)))
+        assert_refused_credentials(response)
+    for n, username in enumerate([*names, "ALICE", "alice@example.com"]):
+        response = attempt(client, username, PASSWORD, **from_address(address(n, 1)))
+        assert_rate_limited(response)
+
+
+def test_an_unknown_name_and_an_unknown_email_count_apart(client, register):
+    # Neither names an account, so neither is counted with the other.
+    register("alice", email="alice@example.com")
+    for n in range(LIMIT):
+        assert_refused_credentials(attempt(client, "bob", **from_address(address(n))))
+    assert_rate_limited(attempt(client, "bob", **from_address(address(0, 1))))
+    response = attempt(client, "bob@example.com", **from_address(address(1, 1)))
+    assert_refused_credentials(response)
+
+
+def test_wrong_passwords_on_a_password_change_share_the_login_counter(
+    client, register, login
+):
+    register("alice", email="alice@example.com")
+    tokens = login("alice")
+    for n in range(LIMIT - 1):
+        response = attempt(client, "alice@example.com", **from_address(address(n)))
+        assert_refused_credentials(response)
+    response = client.post(
+        "/me/password",
+        json={"current_password": WRONG, "new_password": NEW_PASSWORD},
+        headers=bearer(tokens["access_token"]),
+        **from_address(address(0, 1)),
+    )
+    problem(response, "invalid_credentials", 401)
+    assert_rate_limited(
+        attempt(client, "alice", PASSWORD, **from_address(address(1, 1)))
+    )
+
+
 def test_unknown_usernames_are_throttled_exactly_like_real_ones(client, register):
     register("alice")
 

@@ -119,11 +119,18 @@ class AdminUser(AdminResource):
     @ns.doc(
         security="bearer",
         responses=problem_responses(
-            "validation_error", *ADMIN_ERRORS, "not_found", "unsupported_media_type"
+            "validation_error",
+            *ADMIN_ERRORS,
+            "not_found",
+            "last_admin",
+            "unsupported_media_type",
         ),
     )
     def patch(self, user_id: str) -> dict[str, Any]:
-        """Enable, disable or re-role a user; either change ends their sessions."""
+        """Enable, disable or re-role a user; either change ends their sessions.
+
+        Disabling the last active administrator, or taking their role, is refused.
+        """
         body = read_json(user_patch_model)
         user = accounts.find_user(user_id)
         accounts.update_user(
@@ -132,9 +139,12 @@ class AdminUser(AdminResource):
         return admin_user_json(user)
 
     @ns.response(204, "The user and all their sessions are gone.")
-    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(*ADMIN_ERRORS, "not_found", "last_admin"),
+    )
     def delete(self, user_id: str) -> Response:
-        """Delete a user."""
+        """Delete a user; never the last active administrator."""
         accounts.delete_user(accounts.find_user(user_id))
         return no_content()
 

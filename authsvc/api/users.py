@@ -112,9 +112,15 @@ class Me(Resource):
 
     @ns.expect(account_deletion_model)
     @ns.response(204, "The account and all its sessions are gone.")
-    @ns.doc(security="bearer", responses=problem_responses(*PASSWORD_CHECK_ERRORS))
+    @ns.doc(
+        security="bearer",
+        responses=problem_responses(*PASSWORD_CHECK_ERRORS, "last_admin"),
+    )
     def delete(self) -> Response:
-        """Delete the caller's account; the username and e-mail become free."""
+        """Delete the caller's account; the username and e-mail become free.
+
+        The last active administrator cannot delete their own account.
+        """
         body = read_json(account_deletion_model)
         accounts.delete_account(
             current_user, body["password"], address=request.remote_addr
