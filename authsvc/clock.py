@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,3 +20,9 @@ def now() -> datetime:
     """Return the app's notion of now: ``config["CLOCK"]`` when a test set one."""
     clock: Clock = current_app.config.get("CLOCK") or system_clock
     return clock()
+
+
+def monotonic() -> float:
+    """The app's monotonic seconds: ``config["MONOTONIC"]`` when a test set one."""
+    tick: Callable[[], float] = current_app.config.get("MONOTONIC") or time.monotonic
+    return tick()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy import (
     DateTime,
     Engine,
@@ -24,10 +24,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from . import clock
 from .errors import database_unavailable
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ SQLITE_MMAP_BYTES = 1 << 30
 CONNECT_TIMEOUT = 5
 #: Seconds to wait for a free connection of the pool.
 POOL_TIMEOUT = 5
+#: Seconds between tries of a put-off schema upgrade while the database does not
+#: answer; requests in between answer 503 at once instead of waiting for it.
+UPGRADE_RETRY_INTERVAL = 5
+#: Seconds a failed try must have taken to be waited out: a refused connection
+#: costs nothing, and trying again at once brings the service back sooner.
+UPGRADE_SLOW_TRY = 0.5
 
 
 class Base(DeclarativeBase):
@@ -419,6 +426,12 @@ def _same(value: Any) -> Any:
 #: it forks inherit it (each builds its app after the fork).
 _upgrade_pending = False
 _upgrade_lock = threading.Lock()
+#: When this process may next try the upgrade (its app's monotonic clock).
+_upgrade_retry_at = -float("inf")
+
+
+class DatabaseUnreachable(DisconnectionError):
+    """The database did not answer a moment ago: 503 at once, without asking again."""
 
 
 def defer_upgrade() -> None:
@@ -432,22 +445,45 @@ def defer_upgrade() -> None:
     _upgrade_pending = True
 
 
-def _upgrade_if_pending() -> None:
-    global _upgrade_pending
+def ensure_schema() -> None:
+    """Run the put-off upgrade if there is one; raise :class:`DatabaseUnreachable`.
+
+    A database whose port accepts connections and never answers holds each try
+    for the whole connect timeout, so after such a slow try it is tried again
+    only after ``UPGRADE_RETRY_INTERVAL``: the requests in between fail at once.
+    """
+    global _upgrade_pending, _upgrade_retry_at
     if not _upgrade_pending:
         return
+    if clock.monotonic() < _upgrade_retry_at:
+        raise DatabaseUnreachable("the database did not answer a moment ago")
     with _upgrade_lock:
         if not _upgrade_pending:
             return
+        if clock.monotonic() < _upgrade_retry_at:  # another thread just tried
+            raise DatabaseUnreachable("the database did not answer a moment ago")
+        started = clock.monotonic()
         try:
             _upgrade(current_app._get_current_object())  # type: ignore[attr-defined]
         except SQLAlchemyError as exc:
             if not database_unavailable(exc):
                 raise
-            # Still unreachable: the request goes on, and answers 503 where it
-            # needs the database (/health in its own shape); liveness does not.
-            return
+            finished = clock.monotonic()
+            if finished - started >= UPGRADE_SLOW_TRY:
+                _upgrade_retry_at = finished + UPGRADE_RETRY_INTERVAL
+            raise DatabaseUnreachable("the database does not answer") from exc
         _upgrade_pending = False
+
+
+def _upgrade_if_pending() -> None:
+    if not _upgrade_pending:
+        return
+    # Liveness never asks the database, and readiness answers an outage in its
+    # own shape: their views call ensure_schema() themselves, or not at all.
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(getattr(view, "view_class", None), "handles_database_outage", False):
+        return
+    ensure_schema()
 
 
 def _upgrade(app: Flask) -> None:

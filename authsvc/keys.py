@@ -18,7 +18,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -29,7 +29,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from flask import Flask, current_app
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, ScalarSelect, String, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE_NAME = "secret_key"  # noqa: S105 (a file name, not a secret)
 ASYMMETRIC = ("RS256", "ES256", "EdDSA")
-#: Seconds between re-reads of the ring, to see rotations by other instances.
+#: Seconds between re-reads of the ring even when its version says nothing changed.
+#: A rotation is seen at once (see :func:`key_set_version`); this is a backstop, and
+#: the time an instance of an older version may go on signing with a retired key.
 RELOAD_INTERVAL = 60
-#: At most one extra re-read this often when a token names an unknown ``kid``.
-UNKNOWN_KID_RELOAD_INTERVAL = 5
 #: Verified access tokens remembered per process (about 1.5 KB each).
 VERIFIED_TOKENS = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -90,6 +90,8 @@ class Key:
     verifying_key: Any
     public_jwk: dict[str, str] | None
     activates_at: datetime
+    #: Its place in the database's key set (0 for keys from elsewhere).
+    generation: int = 0
 
 
 def generate_private_key(algorithm: str) -> Any:
@@ -129,7 +131,9 @@ def _matches(private_key: Any, algorithm: str) -> bool:
     return isinstance(private_key, ed25519.Ed25519PrivateKey)
 
 
-def _asymmetric_key(private_key: Any, algorithm: str, activates_at: datetime) -> Key:
+def _asymmetric_key(
+    private_key: Any, algorithm: str, activates_at: datetime, generation: int = 0
+) -> Key:
     jwk = public_jwk(private_key, algorithm)
     return Key(
         kid=jwk["kid"],
@@ -138,6 +142,22 @@ def _asymmetric_key(private_key: Any, algorithm: str, activates_at: datetime) ->
         verifying_key=private_key.public_key(),
         public_jwk=jwk,
         activates_at=activates_at,
+        generation=generation,
+    )
+
+
+def key_set_version() -> ScalarSelect[Any]:
+    """The version of the stored key set, as a column any statement can carry.
+
+    Keys are only ever added, each with the next generation of its algorithm, so
+    the newest generation of ``:key_algorithm`` grows with every rotation. A ring
+    compares it with its own to see a rotation at once, without re-reading keys;
+    the unique index on (algorithm, generation) answers it without the table.
+    """
+    return (
+        select(func.max(SigningKey.generation))
+        .where(SigningKey.algorithm == bindparam("key_algorithm", type_=String))
+        .scalar_subquery()
     )
 
 
@@ -155,6 +175,9 @@ class SecretKeys:
 
     def load(self, now: datetime) -> list[Key]:
         return [self.key]
+
+    def version(self) -> int:
+        return 0
 
 
 class FileKeys:
@@ -181,6 +204,9 @@ class FileKeys:
     def load(self, now: datetime) -> list[Key]:
         return [self.key]
 
+    def version(self) -> int:
+        return 0
+
 
 class DatabaseKeys:
     """Generated keys, stored with their private part encrypted under the secret."""
@@ -203,6 +229,14 @@ class DatabaseKeys:
                 self._insert(db, now, activates_at=_EPOCH, generation=1)
                 rows = self._rows(db)
             return [self._key(row) for row in rows]
+
+    def version(self) -> int:
+        """The stored key set's version: its newest generation, 0 when it is empty."""
+        with self.engine.connect() as connection:
+            found = connection.scalar(
+                select(key_set_version()), {"key_algorithm": self.algorithm}
+            )
+        return found or 0
 
     def rotate(self, now: datetime, delay: int) -> str:
         """Add a key that is published now and signs after ``delay`` seconds."""
@@ -268,7 +302,9 @@ class DatabaseKeys:
             raise RuntimeError(
                 f"cannot decrypt signing key {row.kid}: was AUTHSVC_SECRET_KEY changed?"
             ) from None
-        return _asymmetric_key(private_key, row.algorithm, row.activates_at)
+        return _asymmetric_key(
+            private_key, row.algorithm, row.activates_at, row.generation
+        )
 
 
 # --- the ring -----------------------------------------------------------------
@@ -297,6 +333,7 @@ class KeyRing:
         leeway: int,
         token_ttl: int,
         refresh_key: bytes,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.algorithm = algorithm
@@ -306,9 +343,11 @@ class KeyRing:
         self.token_ttl = token_ttl
         #: Key of the PRF that derives each refresh token's successor.
         self.refresh_key = refresh_key
+        self.monotonic = monotonic
         self._keys: list[Key] = []
+        #: The version of the key set ``_keys`` was read at (see :meth:`see`).
+        self._version = 0
         self._loaded_at = -float("inf")
-        self._unknown_kid_reload_at = -float("inf")
         #: Verified tokens: the ``kid`` that verified each, and its claims.
         self._verified: dict[str, tuple[str, tokens.AccessClaims]] = {}
         #: The last key lookup: (``kid``, second, load time), and the key found.
@@ -326,7 +365,9 @@ class KeyRing:
             result.insert(0, KeyState(started[-1], "active", None))
         # Each earlier key stopped signing when the next one started.
         for key, successor in reversed(list(pairwise(started))):
-            # An instance may sign with the old key until it next reloads the ring.
+            # Tokens signed just as the successor took over, by a request that
+            # read the key set's version a moment before, or by an instance of an
+            # older version that re-reads the ring only now and then.
             until = successor.activates_at + timedelta(
                 seconds=self.token_ttl + self.leeway + RELOAD_INTERVAL
             )
@@ -343,8 +384,16 @@ class KeyRing:
         roles: list[str],
         issued_at: int,
         expires_at: int,
+        key_version: int | None = None,
     ) -> str:
-        """Return an access token signed by the active key."""
+        """Return an access token signed by the active key.
+
+        The key set is checked first, so a key rotated in by any worker or
+        instance, and so already in every JWKS, signs as soon as it is due:
+        ``key_version`` when the caller read it along with its own query, else
+        one cheap query here.
+        """
+        self.see(self.source.version() if key_version is None else key_version)
         now = datetime.fromtimestamp(issued_at, UTC)
         active = next((s.key for s in self.states(now) if s.state == "active"), None)
         if active is None:
@@ -391,7 +440,12 @@ class KeyRing:
         return tokens.check_lifetime(remembered[1], now=now, leeway=self.leeway)
 
     def jwks(self, now: datetime) -> list[dict[str, str]]:
-        """The public JWKs of every key whose tokens may be alive, or soon will be."""
+        """The public JWKs of every key whose tokens may be alive, or soon will be.
+
+        Read against the stored key set's version every time, so a rotated-in key
+        is published by every worker of every instance from the moment it is stored.
+        """
+        self.see(self.source.version())
         return [
             state.key.public_jwk
             for state in self.states(now)
@@ -410,6 +464,11 @@ class KeyRing:
         self._loaded_at = -float("inf")
         return kid
 
+    def see(self, version: int) -> None:
+        """Re-read the ring at once if the stored key set is newer than ours."""
+        if version > self._version:
+            self._loaded_at = -float("inf")
+
     def _verifying_key(self, kid: object, now: int) -> Key | None:
         # Key states change only with the second or a reload: tokens of one
         # second share one lookup.
@@ -421,24 +480,25 @@ class KeyRing:
         return key
 
     def _find_verifying_key(self, kid: object, now: datetime) -> Key | None:
-        for _ in range(2):
-            for state in self.states(now):
-                if state.key.kid == kid and state.state != "gone":
-                    return state.key
-            if (
-                time.monotonic() - self._unknown_kid_reload_at
-                < UNKNOWN_KID_RELOAD_INTERVAL
-            ):
-                return None
-            # Perhaps another instance rotated: look again, but not too often.
-            self._unknown_kid_reload_at = time.monotonic()
-            self._loaded_at = -float("inf")
+        for state in self.states(now):
+            if state.key.kid == kid and state.state != "gone":
+                return state.key
+        # Perhaps another worker signs with a key rotated in since we read the
+        # ring: one cheap look at the version says, and only a change re-reads.
+        version = self.source.version()
+        if version <= self._version:
+            return None
+        self.see(version)
+        for state in self.states(now):
+            if state.key.kid == kid and state.state != "gone":
+                return state.key
         return None
 
     def _current(self, now: datetime) -> Sequence[Key]:
-        if time.monotonic() - self._loaded_at > RELOAD_INTERVAL:
+        if self.monotonic() - self._loaded_at > RELOAD_INTERVAL:
             self._keys = self.source.load(now)
-            self._loaded_at = time.monotonic()
+            self._version = max((key.generation for key in self._keys), default=0)
+            self._loaded_at = self.monotonic()
         return self._keys
 
 
@@ -463,6 +523,8 @@ def init_app(app: Flask) -> None:
         leeway=app.config["JWT_LEEWAY"],
         token_ttl=app.config["ACCESS_TOKEN_TTL"],
         refresh_key=tokens.derive_key(secret, "refresh-successor"),
+        # Tests move it instead of waiting.
+        monotonic=app.config.get("MONOTONIC") or time.monotonic,
     )
 
 

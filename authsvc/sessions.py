@@ -33,7 +33,7 @@ from sqlalchemy import (
 from . import audit, clock
 from .db import UTCDateTime, get_db, get_session
 from .errors import Problem
-from .keys import get_keys
+from .keys import get_keys, key_set_version
 from .models import AuthSession, RefreshToken, User
 from .tokens import AccessClaims, TokenError, hash_refresh_token, new_refresh_token
 from .tokens import successor_refresh_token as successor_of
@@ -135,20 +135,27 @@ def refresh(refresh_token: str) -> IssuedTokens:
     the grace window, receive the same successor; later presentations are reuse
     and revoke the whole session.
     """
-    db, statements = get_db(), _statements()
+    db, statements, keys = get_db(), _statements(), get_keys()
     now = clock.now()
     # Read outside the transaction: the conditional spend below decides races.
+    # The key set's version comes along, so signing needs no query of its own.
     found = db.statement(statements.find).first(
-        {"token_hash": hash_refresh_token(refresh_token)}, retry=True
+        {
+            "token_hash": hash_refresh_token(refresh_token),
+            "key_algorithm": keys.algorithm,
+        },
+        retry=True,
     )
     if found is None:
         raise Problem("invalid_refresh_token")
     grant = Grant(
         found.user_id, found.username, found.roles, found.session_id, found.ends_at
     )
+    # None when no key is stored yet: the ring makes the first as it loads.
+    key_version = found.key_version or 0
     if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
         raise Problem("invalid_refresh_token")
-    successor = successor_of(get_keys().refresh_key, refresh_token)
+    successor = successor_of(keys.refresh_key, refresh_token)
     spent_at = found.spent_at
     if spent_at is None:
         if found.expires_at <= now:
@@ -164,7 +171,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
             audit.record(
                 "refreshed", user_id=grant.user_id, session_id=grant.session_id
             )
-            return _issue(grant, successor, params["expires_at"], now)
+            return _issue(grant, successor, params["expires_at"], now, key_version)
         spent_at = db.statement(statements.spent_at).first(params, retry=True).spent_at
     grace = current_app.config["REFRESH_REUSE_GRACE"]
     in_grace = spent_at is not None and now - spent_at <= timedelta(seconds=grace)
@@ -173,7 +180,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
             {"token_hash": hash_refresh_token(successor)}, retry=True
         )
         if issued is not None:
-            return _issue(grant, successor, issued.expires_at, now)
+            return _issue(grant, successor, issued.expires_at, now, key_version)
     audit.record(
         "refresh_reuse_detected", user_id=grant.user_id, session_id=grant.session_id
     )
@@ -218,7 +225,7 @@ def _refresh_token_expiry(grant: Grant, now: datetime) -> datetime:
 class _Statements:
     """The statements of login and refresh, each built once."""
 
-    #: A refresh token, its session and its user.
+    #: A refresh token, its session and its user, and the key set's version.
     find: Select[Any]
     #: When a refresh token was spent, after another rotation won the race.
     spent_at: Select[Any]
@@ -258,6 +265,7 @@ def _statements() -> _Statements:
             User.username,
             User.roles,
             User.is_active,
+            key_set_version().label("key_version"),
         )
         .join(sessions, tokens.c.session_id == sessions.c.id)
         .join(User, sessions.c.user_id == User.id)
@@ -478,7 +486,11 @@ def _principal_query() -> Select[Any]:
 
 
 def _issue(
-    grant: Grant, refresh_token: str, refresh_expires_at: datetime, now: datetime
+    grant: Grant,
+    refresh_token: str,
+    refresh_expires_at: datetime,
+    now: datetime,
+    key_version: int | None = None,
 ) -> IssuedTokens:
     issued_at = int(now.timestamp())
     ttl = current_app.config["ACCESS_TOKEN_TTL"]
@@ -490,6 +502,7 @@ def _issue(
         roles=list(grant.roles),
         issued_at=issued_at,
         expires_at=expires_at,
+        key_version=key_version,
     )
     return IssuedTokens(
         access_token=access_token,

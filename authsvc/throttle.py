@@ -1,4 +1,4 @@
-"""Throttling: failed logins per account and per address, registrations per address.
+"""Throttling: failed logins and introspection credentials, and registrations.
 
 Counters are fixed windows shared by every worker and instance: rows in the
 service's own database by default, or Redis keys when
@@ -207,6 +207,26 @@ class Throttle:
             yield
         except Problem as problem:
             if problem.code != "invalid_credentials":
+                self._release(reserved)
+            raise
+        except BaseException:
+            self._release(reserved)
+            raise
+        self._release(reserved)
+
+    @contextmanager
+    def introspection_attempt(self, address: str | None) -> Iterator[None]:
+        """Reserve one failed-introspection slot for the address, under the login limit.
+
+        Guessing the introspection credential is held back like guessing a
+        password: only a wrong credential (``invalid_token``) keeps its slot, and
+        past the limit even the right one is refused, so a guess cannot tell.
+        """
+        reserved = self._reserve([f"introspect:address:{address}"], self.login_limits)
+        try:
+            yield
+        except Problem as problem:
+            if problem.code != "invalid_token":
                 self._release(reserved)
             raise
         except BaseException:

@@ -42,6 +42,8 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     roles: tuple[str, ...]
+    #: ``nbf``, when the token carries one.
+    not_before: int | None = None
 
 
 def derive_key(secret: str, purpose: str) -> bytes:
@@ -143,21 +145,26 @@ def check_lifetime(claims: AccessClaims, *, now: int, leeway: int = 0) -> Access
         raise TokenError("issued in the future")
     if claims.expires_at <= now - leeway:
         raise TokenExpired("expired")
+    if claims.not_before is not None and claims.not_before > now + leeway:
+        raise TokenError("not yet valid")
     return claims
 
 
 def _checked_claims(payload: dict[str, Any]) -> AccessClaims:
     strings = [payload.get(name) for name in ("sub", "sid", "jti")]
     times = [payload.get(name) for name in ("iat", "exp")]
+    not_before = payload.get("nbf")
     roles = payload.get("roles")
     if not all(isinstance(value, str) and value for value in strings):
         raise TokenError("malformed claims")
     if not all(type(value) is int for value in times):
         raise TokenError("malformed time claims")
+    if "nbf" in payload and type(not_before) is not int:
+        raise TokenError("malformed time claims")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("malformed roles")
     sub, sid, jti = strings
-    return AccessClaims(sub, sid, jti, times[0], times[1], tuple(roles))
+    return AccessClaims(sub, sid, jti, times[0], times[1], tuple(roles), not_before)
 
 
 def new_refresh_token() -> str:

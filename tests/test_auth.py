@@ -177,6 +177,43 @@ def test_leeway_accepts_a_slightly_expired_token(make_app, tokens, clock):
     assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("leeway", "ahead", "accepted"),
+    [
+        (0, 0, True),
+        (0, 1, False),
+        (30, 1, True),
+        (30, 30, True),
+        (30, 31, False),
+        (30, 600, False),
+    ],
+)
+def test_nbf_is_checked_with_the_leeway(
+    make_app, tokens, clock, leeway, ahead, accepted
+):
+    app = make_app(JWT_LEEWAY=leeway)
+    client = app.test_client()
+    now = int(clock().timestamp())
+    token = resign(app, tokens["access_token"], nbf=now + ahead)
+    response = client.get("/me", headers=bearer(token))
+    if accepted:
+        assert response.status_code == 200, response.json
+        return
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.json == {
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "The access token is not valid.",
+        "code": "invalid_token",
+    }
+    assert response.headers["WWW-Authenticate"] == INVALID_TOKEN
+    # Once the clock reaches it, less the leeway, the same token is fine.
+    clock.advance(ahead - leeway)
+    assert client.get("/me", headers=bearer(token)).status_code == 200
+
+
 def test_token_from_the_future_is_invalid(app, client, tokens):
     token = resign(app, tokens["access_token"], iat=int(time.time()) + 3600)
     problem(client.get("/me", headers=bearer(token)), "invalid_token", 401)

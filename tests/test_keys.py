@@ -15,7 +15,6 @@ import hmac
 import json
 import re
 import uuid
-from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -512,34 +511,117 @@ def test_switching_algorithm_on_an_existing_database(fresh_app):
     assert me(client, response.json["access_token"]).status_code == 200
 
 
-def test_no_token_is_refused_early_when_another_instance_lags(
-    fresh_app, clock, monkeypatch
+def refreshed(client, tokens: dict) -> dict:
+    response = client.post("/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def stand_still() -> float:
+    """A monotonic clock that never moves: no ring is re-read for its age."""
+    return 1000.0
+
+
+def instances(fresh_app, count: int, **changes) -> list:
+    """``count`` apps on one new database, their rings never re-read for their age."""
+    first = fresh_app(MONOTONIC=stand_still, **changes)
+    url = first.config["DATABASE_URL"]
+    return [first] + [
+        fresh_app(url, MONOTONIC=stand_still, **changes) for _ in range(count - 1)
+    ]
+
+
+def test_a_key_rotated_in_with_no_delay_is_published_and_signs_everywhere_at_once(
+    fresh_app, clock
 ):
-    monotonic = [1000.0]
-    monkeypatch.setattr(
-        keys_module, "time", SimpleNamespace(monotonic=lambda: monotonic[0])
-    )
+    one, two, operator = instances(fresh_app, 3, KEY_PUBLISH_DELAY=0)
+    clients = [one.test_client(), two.test_client()]
+    tokens = [signup(clients[0]), sign_in(clients[1])]
+    a = header_of(tokens[0]["access_token"])["kid"]
+    # Each has read its ring: the JWKS, a login and a refresh of each used it.
+    for client, issued in zip(clients, list(tokens), strict=True):
+        assert published(client) == {a}
+        assert header_of(issued["access_token"])["kid"] == a
+        tokens.append(refreshed(client, issued))
+        assert header_of(tokens[-1]["access_token"])["kid"] == a
 
-    def advance(seconds: int) -> None:
-        clock.advance(seconds)
-        monotonic[0] += seconds
+    # `authsvc keys rotate`, as from another process: no serving ring is told.
+    result = operator.test_cli_runner().invoke(args=["keys", "rotate"])
+    assert result.exit_code == 0, result.output
+    b = next(kid for kid in states(operator) if kid != a)
 
-    delay, ttl = 30, 900
-    first = fresh_app(KEY_PUBLISH_DELAY=delay, ACCESS_TOKEN_TTL=ttl)
-    second = fresh_app(
-        first.config["DATABASE_URL"], KEY_PUBLISH_DELAY=delay, ACCESS_TOKEN_TTL=ttl
-    )
-    one, two = first.test_client(), second.test_client()
-    a = header_of(signup(one)["access_token"])["kid"]
-    assert header_of(sign_in(two)["access_token"])["kid"] == a
-    assert first.test_cli_runner().invoke(args=["keys", "rotate"]).exit_code == 0
-    advance(delay + 20)  # the new key signs; the second instance has not looked
-    token = sign_in(two)["access_token"]
-    assert header_of(token)["kid"] == a
-    advance(ttl - 10)  # both instances have re-read the ring since
-    assert claims_of(token)["exp"] > now_of(first)
-    assert me(one, token).status_code == 200
-    assert me(two, token).status_code == 200
+    # Neither the clock nor the monotonic clock moved, yet every JWKS lists B
+    # and every login and refresh of either signs with it.
+    signed = []
+    for client, issued in zip(clients, tokens[2:], strict=True):
+        assert published(client) == {a, b}
+        signed.append(sign_in(client)["access_token"])
+        signed.append(refreshed(client, issued)["access_token"])
+    assert [header_of(token)["kid"] for token in signed] == [b] * 4
+    for client in clients:
+        for token in signed:
+            assert me(client, token).status_code == 200
+
+
+def test_a_key_rotated_in_with_a_delay_is_published_at_once_and_signs_when_due(
+    fresh_app, clock
+):
+    delay = 3600
+    one, two, operator = instances(fresh_app, 3, KEY_PUBLISH_DELAY=delay)
+    clients = [one.test_client(), two.test_client()]
+    a = header_of(signup(clients[0])["access_token"])["kid"]
+    for client in clients:
+        assert published(client) == {a}
+        assert header_of(sign_in(client)["access_token"])["kid"] == a
+    assert operator.test_cli_runner().invoke(args=["keys", "rotate"]).exit_code == 0
+    b = next(kid for kid in states(operator) if kid != a)
+    for client in clients:
+        assert published(client) == {a, b}
+        assert header_of(sign_in(client)["access_token"])["kid"] == a
+    clock.advance(delay - 1)
+    for client in clients:
+        assert header_of(sign_in(client)["access_token"])["kid"] == a
+    clock.advance(1)
+    for client in clients:
+        token = sign_in(client)["access_token"]
+        assert header_of(token)["kid"] == b
+        for other in clients:
+            assert header_of(token)["kid"] in published(other)
+            assert me(other, token).status_code == 200
+
+
+def test_no_worker_signs_with_a_key_another_worker_does_not_publish(fresh_app, clock):
+    """Whichever order rotations, logins, refreshes and JWKS requests come in."""
+    apps = instances(fresh_app, 3, KEY_PUBLISH_DELAY=0)
+    clients = [app.test_client() for app in apps]
+    tokens = [signup(clients[0])]
+    for round_ in range(3):
+        for n, client in enumerate(clients):
+            if (n + round_) % 3 == 0:
+                result = apps[n].test_cli_runner().invoke(args=["keys", "rotate"])
+                assert result.exit_code == 0, result.output
+            tokens.append(refreshed(client, tokens[-1]))
+            tokens.append(sign_in(client))
+            kids = {header_of(t["access_token"])["kid"] for t in tokens[-2:]}
+            for other in clients:
+                assert kids <= published(other)
+
+
+def test_an_unknown_kid_costs_a_look_at_the_version_not_a_reload(
+    fresh_app, monkeypatch
+):
+    app = fresh_app(MONOTONIC=stand_still)
+    client = app.test_client()
+    token = signup(client)["access_token"]
+    source = ring(app).source
+    loads = []
+    original = source.load
+    monkeypatch.setattr(source, "load", lambda now: loads.append(now) or original(now))
+    for kid in ("no-such-key", "x"):
+        forged = forge(payload_like(token, app), genuine(app, token), "RS256", kid=kid)
+        problem(me(client, forged), "invalid_token", 401)
+    assert loads == []
+    assert me(client, token).status_code == 200
 
 
 # --- verification picks the key by kid ----------------------------------------

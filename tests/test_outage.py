@@ -16,11 +16,13 @@ it ``authsvc serve --workers 2``:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -382,3 +384,171 @@ def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
     response = client.post("/users", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 201, response.json
     app.extensions["authsvc.db"].dispose()
+
+
+# --- a database whose port accepts connections and never answers ------------------
+
+
+class BlackHole:
+    """A loopback port that accepts connections and never answers them.
+
+    Until :meth:`forward` is called: from then on each new connection is piped to
+    ``upstream``, as if the database behind the port had come back.
+    """
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.forwarding = False
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def forward(self) -> None:
+        self.forwarding = True
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.sockets.append(client)
+            if not self.forwarding:
+                continue  # held open, never read, never answered
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            self.sockets.append(server)
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(
+                    target=self._pipe, args=(source, target), daemon=True
+                ).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for one in self.sockets:
+            one.close()
+        self.thread.join(5)
+
+
+UNAVAILABLE = {
+    "type": "about:blank",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": "The service is temporarily unavailable.",
+    "code": "service_unavailable",
+}
+
+
+def timed(send):
+    started = time.monotonic()
+    response = send()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable_at_once(response, elapsed: float) -> None:
+    assert elapsed < 0.5, elapsed
+    assert_503(response)
+
+
+def assert_503(response) -> None:
+    assert response.status_code == 503, response.data
+    assert response.mimetype == "application/problem+json"
+    assert response.json == UNAVAILABLE
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_a_black_holed_database_holds_requests_at_most_once_per_interval(
+    database, monkeypatch, tmp_path
+):
+    """Unreachable at start, its port accepting and never answering, then back."""
+    timeout = 1
+    monkeypatch.setattr(db, "CONNECT_TIMEOUT", timeout)
+    monkeypatch.setattr(db, "_upgrade_pending", False)
+    monkeypatch.setattr(db, "_upgrade_retry_at", -float("inf"), raising=False)
+    upstream = int(database.rsplit(":", 1)[1].split("/", 1)[0])
+    hole = BlackHole(upstream)
+    try:
+        db.defer_upgrade()
+        # Real seconds, so a try's length is measured, plus what the test skips.
+        skipped = [0.0]
+        app = create_app(
+            {
+                "DATABASE_URL": database.replace(f":{upstream}/", f":{hole.port}/"),
+                "INSTANCE_PATH": str(tmp_path / "instance"),
+                "MONOTONIC": lambda: skipped[0] + time.monotonic(),
+                **APP,
+            }
+        )
+        client = app.test_client()
+        body = {"username": "alice", "password": PASSWORD}
+
+        def live():
+            response, elapsed = timed(lambda: client.get("/health/live"))
+            assert elapsed < 0.5, elapsed
+            assert (response.status_code, response.json) == (200, {"status": "ok"})
+
+        def others():
+            # Every route but liveness, each answering 503 at once.
+            for send in (
+                lambda: client.post("/login", json=body),
+                lambda: client.post("/users", json=body),
+                lambda: client.get("/me", headers={"Authorization": "Bearer x.y.z"}),
+                lambda: client.get("/.well-known/jwks.json"),
+            ):
+                assert_unavailable_at_once(*timed(send))
+            response, elapsed = timed(lambda: client.get("/health"))
+            assert elapsed < 0.5, elapsed
+            assert (response.status_code, response.json) == (
+                503,
+                {"status": "unavailable"},
+            )
+            assert response.headers["Retry-After"] == "5"
+
+        for _ in range(3):
+            live()
+        # The first request that needs the database waits for it, once.
+        response, elapsed = timed(lambda: client.post("/login", json=body))
+        assert_503(response)
+        assert timeout * 0.9 <= elapsed < timeout + 1.5, elapsed
+        others()
+        live()
+        skipped[0] += db.UPGRADE_RETRY_INTERVAL - 2
+        others()
+        # The interval has passed: one request waits again, the others do not.
+        skipped[0] += 2
+        response, elapsed = timed(lambda: client.get("/me", headers={}))
+        assert_503(response)
+        assert timeout * 0.9 <= elapsed < timeout + 1.5, elapsed
+        others()
+        live()
+
+        # The database answers again: the next try brings the schema up.
+        hole.forward()
+        assert client.post("/login", json=body).status_code == 503
+        skipped[0] += db.UPGRADE_RETRY_INTERVAL
+        response = client.get("/health")
+        assert (response.status_code, response.json) == (200, {"status": "ok"})
+        assert not db._upgrade_pending
+        response = client.post("/users", json=body)
+        assert response.status_code == 201, response.json
+        response = client.post("/login", json=body)
+        assert response.status_code == 200, response.json
+        live()
+        app.extensions["authsvc.db"].dispose()
+    finally:
+        hole.close()

@@ -423,6 +423,98 @@ def test_the_registration_window_ends(make_app, clock):
     assert register_user(client, "user2").status_code == 201
 
 
+# --- introspection credentials -------------------------------------------------------
+
+INTROSPECTION_SECRET = "introspection-credential-" + "q" * 24
+RATE_LIMITED = {
+    "type": "about:blank",
+    "title": "Too Many Requests",
+    "status": 429,
+    "detail": "Too many attempts; try again later.",
+    "code": "rate_limited",
+}
+WRONG_CREDENTIAL = {
+    "type": "about:blank",
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "The introspection credential is not valid.",
+    "code": "invalid_token",
+}
+
+
+def introspect(client, credential: str | None, **kwargs):
+    headers = bearer(credential) if credential is not None else {}
+    return client.post("/introspect", json={"token": "x"}, headers=headers, **kwargs)
+
+
+def assert_wrong_credential(response) -> None:
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.json == WRONG_CREDENTIAL
+    assert response.headers["WWW-Authenticate"] == (
+        'Bearer realm="authsvc", error="invalid_token"'
+    )
+    assert "Retry-After" not in response.headers
+
+
+def assert_introspection_limited(response) -> None:
+    assert response.status_code == 429
+    assert response.mimetype == "application/problem+json"
+    assert response.json == RATE_LIMITED
+    assert 1 <= int(response.headers["Retry-After"]) <= WINDOW
+
+
+@pytest.fixture(params=["database", "redis"])
+def inspector(request, make_app):
+    """A client of an app with introspection on, counting in the database or Redis."""
+    settings = {"INTROSPECTION_SECRET": INTROSPECTION_SECRET}
+    if request.param == "redis":
+        request.getfixturevalue("redis_db")
+        settings["RATELIMIT_STORAGE_URI"] = REDIS_URL
+    return make_app(**settings).test_client()
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    ["wrong", INTROSPECTION_SECRET + "x", INTROSPECTION_SECRET[:-1], "Z" * 49],
+)
+def test_wrong_introspection_credentials_are_limited_per_address(inspector, wrong):
+    here, elsewhere = from_address("192.0.2.10"), from_address("192.0.2.11")
+    for _ in range(LIMIT):
+        assert_wrong_credential(introspect(inspector, wrong, **here))
+    assert_introspection_limited(introspect(inspector, wrong, **here))
+    # Past the limit even the right credential is refused, so a guess tells nothing.
+    assert_introspection_limited(introspect(inspector, INTROSPECTION_SECRET, **here))
+    # Another address has its own count.
+    response = introspect(inspector, INTROSPECTION_SECRET, **elsewhere)
+    assert (response.status_code, response.json) == (200, {"active": False})
+    assert_wrong_credential(introspect(inspector, wrong, **elsewhere))
+
+
+def test_the_right_introspection_credential_keeps_working_under_the_limit(inspector):
+    for _ in range(LIMIT - 1):
+        assert_wrong_credential(introspect(inspector, "wrong"))
+    for _ in range(3 * LIMIT):
+        response = introspect(inspector, INTROSPECTION_SECRET)
+        assert (response.status_code, response.json) == (200, {"active": False})
+    # A missing credential is not a guess.
+    for _ in range(LIMIT):
+        problem(introspect(inspector, None), "authentication_required", 401)
+    assert_wrong_credential(introspect(inspector, "wrong"))
+    assert_introspection_limited(introspect(inspector, "wrong"))
+
+
+def test_introspection_and_login_failures_are_counted_apart(make_app, clock):
+    client = make_app(INTROSPECTION_SECRET=INTROSPECTION_SECRET).test_client()
+    for _ in range(LIMIT):
+        assert_wrong_credential(introspect(client, "wrong"))
+    assert_introspection_limited(introspect(client, "wrong"))
+    assert_refused_credentials(attempt(client))
+    clock.advance(WINDOW)
+    response = introspect(client, INTROSPECTION_SECRET)
+    assert (response.status_code, response.json) == (200, {"active": False})
+
+
 # --- Redis -------------------------------------------------------------------------
 
 

@@ -326,6 +326,23 @@ def test_leeway_allows_iat_that_far_in_the_future_and_no_further():
     refused(forge(iat=NOW + 31), leeway=30)
 
 
+def test_nbf_in_the_past_or_now_is_accepted():
+    assert decode(forge(nbf=NOW)).not_before == NOW
+    assert decode(forge(nbf=NOW - 60)).not_before == NOW - 60
+    assert decode(forge()).not_before is None
+
+
+def test_leeway_allows_nbf_that_far_in_the_future_and_no_further():
+    refused(forge(nbf=NOW + 1))
+    assert decode(forge(nbf=NOW + 30), leeway=30).not_before == NOW + 30
+    refused(forge(nbf=NOW + 31), leeway=30)
+
+
+@pytest.mark.parametrize("value", [NOW + 0.5, str(NOW), True, None, [NOW]])
+def test_refuses_a_malformed_nbf(value):
+    refused(forge(nbf=value))
+
+
 @pytest.mark.parametrize(
     "token",
     [

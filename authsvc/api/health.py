@@ -7,7 +7,7 @@ from typing import Any
 from flask_restx import Namespace, Resource, fields
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import get_db
+from ..db import ensure_schema, get_db
 from ..errors import RETRY_AFTER_UNAVAILABLE
 
 ns = Namespace(
@@ -23,11 +23,15 @@ health_model = ns.model(
 class Health(Resource):
     """Readiness."""
 
+    #: It brings the schema up itself, and answers an outage in its own shape.
+    handles_database_outage = True
+
     @ns.response(200, "The database answers.", health_model)
     @ns.response(503, "The database does not answer.", health_model)
     def get(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Say whether the service can reach its database."""
         try:
+            ensure_schema()
             get_db().ping()
         except SQLAlchemyError:
             return (
@@ -41,6 +45,9 @@ class Health(Resource):
 @ns.route("/health/live")
 class Liveness(Resource):
     """Liveness."""
+
+    #: It never asks the database, so a put-off schema upgrade never holds it.
+    handles_database_outage = True
 
     @ns.response(200, "The process answers.", health_model)
     def get(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from .. import clock, sessions
 from ..auth import bearer_token
 from ..errors import Problem
 from ..keys import get_keys
+from ..throttle import get_throttle
 from .models import problem_responses
 from .payload import read_form_or_json
 
@@ -105,6 +106,7 @@ class Introspect(Resource):
             "invalid_token",
             "not_found",
             "unsupported_media_type",
+            "rate_limited",
         ),
     )
     def post(self) -> dict[str, Any]:
@@ -135,15 +137,17 @@ def _check_introspection_secret() -> None:
     secret = current_app.config["INTROSPECTION_SECRET"]
     if not secret:
         raise Problem("not_found", "Introspection is not enabled.")
-    presented = bearer_token(request)
-    challenge = 'Bearer realm="authsvc"'
-    if presented is None:
-        raise Problem(
-            "authentication_required", headers={"WWW-Authenticate": challenge}
-        )
-    if not hmac.compare_digest(presented.encode(), secret.encode()):
-        raise Problem(
-            "invalid_token",
-            "The introspection credential is not valid.",
-            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
-        )
+    # Wrong credentials are throttled per address, as failed logins are.
+    with get_throttle().introspection_attempt(request.remote_addr):
+        presented = bearer_token(request)
+        challenge = 'Bearer realm="authsvc"'
+        if presented is None:
+            raise Problem(
+                "authentication_required", headers={"WWW-Authenticate": challenge}
+            )
+        if not hmac.compare_digest(presented.encode(), secret.encode()):
+            raise Problem(
+                "invalid_token",
+                "The introspection credential is not valid.",
+                headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
+            )
