@@ -20,6 +20,7 @@ WORKDIR /var/lib/authsvc
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status == 200 else 1)"]
-# Migrations run as their own one-shot step (see docker-compose.yml).
+# Migrations run as their own one-shot step, and nginx holds the clients (see
+# docker-compose.yml and deploy/nginx.conf).
 ENV AUTHSVC_AUTO_MIGRATE=0
 CMD ["authsvc", "serve", "--host", "0.0.0.0", "--port", "8000"]

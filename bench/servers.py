@@ -22,6 +22,8 @@ from typing import Self
 
 from gunicorn.config import KNOWN_SETTINGS
 
+from authsvc.server import THREADS
+
 #: Seconds a server may take to answer its first request.
 START_TIMEOUT = 60
 #: Seconds a server may take to stop after SIGTERM before it is killed.
@@ -162,9 +164,10 @@ def flask_server(
 ) -> Server:
     """A Flask app of ``bench`` under gunicorn, with the options ``authsvc serve`` uses.
 
-    Those are set in ``authsvc.server.run``: the worker count, sync workers,
-    30 s timeouts, keep-alive 5 s, 65 KiB header fields, the error log on stderr
-    at info, no access log, no control socket.
+    Those are set in ``authsvc.server.run``: the worker count, its worker class
+    (threads that get a connection only once its request is read) and thread
+    count, no keep-alive, 30 s timeouts, 65 KiB header fields, the error log on
+    stderr at info, no access log, no control socket.
     """
     port = free_port()
     control = ["--no-control-socket"] if "control_socket_disable" in _settings() else []
@@ -174,10 +177,11 @@ def flask_server(
         "gunicorn",
         f"--bind=127.0.0.1:{port}",
         f"--workers={workers}",
-        "--worker-class=sync",
+        "--worker-class=authsvc.server.ProblemWorker",
+        f"--threads={THREADS}",
         "--timeout=30",
         "--graceful-timeout=30",
-        "--keep-alive=5",
+        "--keep-alive=0",
         f"--limit-request-field_size={64 * 1024 + 1024}",
         "--error-logfile=-",
         "--log-level=info",

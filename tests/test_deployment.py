@@ -17,7 +17,16 @@ SERVICES = COMPOSE["services"]
 
 
 def test_compose_runs_postgres_redis_a_migration_and_the_service():
-    assert set(SERVICES) == {"db", "redis", "migrate", "authsvc"}
+    assert set(SERVICES) == {"db", "redis", "migrate", "authsvc", "proxy"}
+
+
+def test_only_the_buffering_proxy_is_published():
+    assert "ports" not in SERVICES["authsvc"]
+    proxy = SERVICES["proxy"]
+    assert proxy["ports"] == ["8000:8080"]
+    assert proxy["volumes"] == ["./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro"]
+    assert proxy["depends_on"]["authsvc"]["condition"] == "service_healthy"
+    assert SERVICES["authsvc"]["environment"]["AUTHSVC_PROXY_COUNT"] == "1"
 
 
 def test_databases_have_healthchecks_and_named_volumes():
