@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from flask_restx import Api
+from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
 from . import admin, health, keys, sessions, users
@@ -50,6 +51,16 @@ class ProblemApi(Api):
 
     def handle_error(self, e: Exception) -> Response:
         return handle_error(e)
+
+    def _should_use_fr_error_handler(self) -> bool:
+        # Flask-RESTX matches the URL again to route an error, and for a Host
+        # header no URL can be built from (an empty or over-long DNS label) that
+        # raises werkzeug's BadHost anew, out of the error handler: a 500. Such a
+        # request matches no route; the app's handler answers it.
+        try:
+            return bool(super()._should_use_fr_error_handler())
+        except BadHost:
+            return False
 
 
 def create_api(app: Flask) -> Api:
