@@ -85,6 +85,9 @@ class Problem(Exception):
         self.status = status
         self.detail = detail or default_detail
         self.errors = dict(errors) if errors is not None else None
+        if code == "validation_error" and not self.errors:
+            # The contract: a validation error always names what was invalid.
+            self.errors = {"body": self.detail}
         self.headers = dict(headers or {})
 
 
