@@ -55,10 +55,19 @@ def register(
     username: str, password: str, email: str | None = None, *, address: str | None
 ) -> User:
     """Create an account after checking the username, e-mail and password policy."""
+    registration_attempt(address)
+    return create_user(username, password, email=email)
+
+
+def registration_attempt(address: str | None) -> None:
+    """Refuse if registration is closed; count an attempt from ``address``.
+
+    Every attempt counts, a refused one too: also one whose body the API already
+    found invalid.
+    """
     if current_app.config["REGISTRATION"] == "closed":
         raise Problem("registration_closed")
     get_throttle().registration_attempt(address)
-    return create_user(username, password, email=email)
 
 
 def create_user(

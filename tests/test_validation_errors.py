@@ -306,3 +306,17 @@ def test_a_password_below_a_lower_configured_minimum_passes_the_schema(make_app)
     assert response.json == validation_error(
         {"password": "must be at least 4 characters"}
     )
+
+
+def test_an_invalid_registration_counts_as_an_attempt(make_app):
+    client = make_app(REGISTRATION_RATE_LIMIT="2 per hour").test_client()
+    for body in ({"username": "ab", "password": "short"}, []):
+        assert client.post("/users", json=body).status_code == 400
+    response = client.post("/users", json={"username": "kim", "password": PASSWORD})
+    problem(response, "rate_limited", 429)
+
+
+def test_closed_registration_is_closed_to_invalid_bodies_too(make_app):
+    client = make_app(REGISTRATION="closed").test_client()
+    response = client.post("/users", json={"username": "ab", "password": "short"})
+    problem(response, "registration_closed", 403)

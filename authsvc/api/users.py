@@ -10,6 +10,7 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import accounts
 from ..auth import bearer_required
+from ..errors import Problem
 from ..passwords import MAX_PASSWORD_LENGTH
 from .models import (
     AUTHENTICATION_ERRORS,
@@ -98,7 +99,13 @@ class Users(Resource):
     )
     def post(self) -> tuple[dict[str, Any], int]:
         """Create an account."""
-        body = read_json(registration_model, rules=accounts.registration_errors)
+        try:
+            body = read_json(registration_model, rules=accounts.registration_errors)
+        except Problem as problem:
+            if problem.code == "validation_error":
+                # An invalid registration is an attempt too (and may be closed).
+                accounts.registration_attempt(request.remote_addr)
+            raise
         user = accounts.register(
             body["username"],
             body["password"],
