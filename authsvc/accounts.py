@@ -62,8 +62,8 @@ def register(
 def registration_attempt(address: str | None) -> None:
     """Refuse if registration is closed; count an attempt from ``address``.
 
-    Every attempt counts, a refused one too: also one whose body the API already
-    found invalid.
+    Every attempt counts, a refused one too: also one the API already found
+    against the policy.
     """
     if current_app.config["REGISTRATION"] == "closed":
         raise Problem("registration_closed")

@@ -308,15 +308,22 @@ def test_a_password_below_a_lower_configured_minimum_passes_the_schema(make_app)
     )
 
 
-def test_an_invalid_registration_counts_as_an_attempt(make_app):
+def test_a_registration_refused_by_the_policy_counts_as_an_attempt(make_app):
     client = make_app(REGISTRATION_RATE_LIMIT="2 per hour").test_client()
-    for body in ({"username": "ab", "password": "short"}, []):
+    # Malformed: no registration attempt at all, nothing counted.
+    for body in ([], {"username": 5, "password": PASSWORD}, {"username": "kim"}):
+        assert client.post("/users", json=body).status_code == 400
+    # Well-formed but refused by the policy: attempts, as a taken name is.
+    for body in (
+        {"username": "ab", "password": "short"},
+        {"username": "kim", "password": "password"},
+    ):
         assert client.post("/users", json=body).status_code == 400
     response = client.post("/users", json={"username": "kim", "password": PASSWORD})
     problem(response, "rate_limited", 429)
 
 
-def test_closed_registration_is_closed_to_invalid_bodies_too(make_app):
+def test_closed_registration_is_closed_to_a_policy_refusal_too(make_app):
     client = make_app(REGISTRATION="closed").test_client()
     response = client.post("/users", json={"username": "ab", "password": "short"})
     problem(response, "registration_closed", 403)

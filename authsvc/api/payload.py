@@ -48,12 +48,17 @@ def read_json(
     """
     if optional and not request.content_length and not request.get_data(cache=True):
         return {}
+    return checked(model, read_object(), rules)
+
+
+def read_object() -> dict[str, Any]:
+    """Return the request's JSON object, unchecked; anything else is refused."""
     if not request.is_json:
         raise Problem("unsupported_media_type")
     body = parse_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise body_problem("The request body must be a JSON object.")
-    return checked(model, body, rules)
+    return body
 
 
 def checked(

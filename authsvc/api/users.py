@@ -22,7 +22,7 @@ from .models import (
     user_json,
     user_model,
 )
-from .payload import read_json
+from .payload import checked, read_json, read_object
 
 ns = Namespace("users", description="Register and read your own account.", path="/")
 
@@ -99,11 +99,14 @@ class Users(Resource):
     )
     def post(self) -> tuple[dict[str, Any], int]:
         """Create an account."""
+        body = read_object()
+        policy = accounts.registration_errors(body)
         try:
-            body = read_json(registration_model, rules=accounts.registration_errors)
+            checked(registration_model, body, lambda _: policy)
         except Problem as problem:
-            if problem.code == "validation_error":
-                # An invalid registration is an attempt too (and may be closed).
+            # Refused by the policy alone, it is a registration attempt, which
+            # counts (and may find registration closed); a malformed one is not.
+            if policy.keys() >= (problem.errors or {}).keys():
                 accounts.registration_attempt(request.remote_addr)
             raise
         user = accounts.register(
