@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -63,10 +63,19 @@ def register(
     username: str, password: str, email: str | None = None, *, address: str | None
 ) -> User:
     """Create an account after checking the username, e-mail and password policy."""
+    registration_attempt(address)
+    return create_user(username, password, email=email)
+
+
+def registration_attempt(address: str | None) -> None:
+    """Refuse if registration is closed; count an attempt from ``address``.
+
+    Every attempt counts, a refused one too: also one the API already found
+    against the policy.
+    """
     if current_app.config["REGISTRATION"] == "closed":
         raise Problem("registration_closed")
     get_throttle().registration_attempt(address)
-    return create_user(username, password, email=email)
 
 
 def create_user(
@@ -156,6 +165,38 @@ def _roles_errors(roles: Sequence[str]) -> dict[str, str]:
 def _password_problem(password: str, username: str) -> str | None:
     min_length = current_app.config["PASSWORD_MIN_LENGTH"]
     return password_problem(password, username=username, min_length=min_length)
+
+
+def registration_errors(fields: Mapping[str, object]) -> dict[str, str]:
+    """What the policy finds wrong with a registration's text fields, all at once.
+
+    For a body whose other fields already failed their schema, so that one answer
+    names every invalid field; fields that are not text are left to the schema.
+    """
+    username, password, email = (fields.get(name) for name in REGISTRATION_FIELDS)
+    errors = _registration_errors(
+        normalize(username) if isinstance(username, str) else "",
+        password if isinstance(password, str) else "",
+        normalize(email) if isinstance(email, str) else None,
+    )
+    return {
+        name: message
+        for name, message in errors.items()
+        if isinstance(fields.get(name), str)
+    }
+
+
+REGISTRATION_FIELDS = ("username", "password", "email")
+
+
+def new_password_errors(
+    password: object, *, username: str, field: str
+) -> dict[str, str]:
+    """What the policy finds wrong with a new password, under its field's name."""
+    if not isinstance(password, str):
+        return {}
+    problem = _password_problem(password, username)
+    return {field: problem} if problem else {}
 
 
 def authenticate(user: Any, password: str) -> sessions.Account:

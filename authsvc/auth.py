@@ -117,15 +117,46 @@ def unauthorized() -> None:
     raise Problem(code, headers={"WWW-Authenticate": www_authenticate(code)})
 
 
+#: Codes of a presented token that was not accepted (RFC 6750 ``invalid_token``).
+TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired", "token_revoked"})
+
+
 def www_authenticate(code: str) -> str:
-    """The ``WWW-Authenticate`` challenge for an authentication failure ``code``."""
-    if code == "authentication_required":
-        return f'Bearer realm="{REALM}"'
-    error = "invalid_request" if code == "invalid_request" else "invalid_token"
-    return f'Bearer realm="{REALM}", error="{error}"'
+    """The ``WWW-Authenticate`` challenge of a protected endpoint's 401 (or 400).
+
+    ``error`` names what was wrong with the token; a 401 whose token was fine
+    (no token at all, a wrong current password) carries the bare challenge.
+    """
+    if code == "invalid_request":
+        return f'Bearer realm="{REALM}", error="invalid_request"'
+    if code in TOKEN_REFUSALS:
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+    return f'Bearer realm="{REALM}"'
 
 
 View = TypeVar("View", bound=Callable[..., Any])
+
+
+def bearer_required(view: View) -> View:
+    """``login_required``, and a challenge on every 401 the view itself answers.
+
+    RFC 6750 makes each 401 of a protected endpoint a Bearer challenge, whatever
+    its cause: a refused token, and also a wrong password the view checks.
+    """
+    protected = login_required(view)
+
+    @wraps(view)
+    def challenged(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return protected(*args, **kwargs)
+        except Problem as problem:
+            if problem.status == 401:
+                problem.headers.setdefault(
+                    "WWW-Authenticate", www_authenticate(problem.code)
+                )
+            raise
+
+    return challenged  # type: ignore[return-value]
 
 
 #: RFC 6750 section 3.1: the token is fine, its user lacks a role.
@@ -150,7 +181,7 @@ def roles_guard(
                 return refuse()
             return view(*args, **kwargs)
 
-        return login_required(guarded)  # type: ignore[return-value]
+        return bearer_required(guarded)
 
     return decorator
 

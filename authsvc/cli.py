@@ -36,7 +36,22 @@ def _create_app() -> Flask:
     return create_app()
 
 
-cli = FlaskGroup(
+class CommandGroup(FlaskGroup):
+    """Flask's CLI group, which builds the app only for a command that runs.
+
+    Every command is the group's own, so listing or finding one needs no app;
+    building it for ``--help`` would make the instance folder (and its database)
+    wherever the question was asked.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return click.Group.list_commands(self, ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return click.Group.get_command(self, ctx, name)
+
+
+cli = CommandGroup(
     name="authsvc",
     create_app=_create_app,
     add_default_commands=False,

@@ -20,7 +20,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class Problem(Exception):
         self.status = status
         self.detail = detail or default_detail
         self.errors = dict(errors) if errors is not None else None
+        if code == "validation_error" and not self.errors:
+            # The contract: a validation error always names what was invalid.
+            self.errors = {"body": self.detail}
         self.headers = dict(headers or {})
 
 
@@ -148,6 +151,11 @@ def database_unavailable(error: BaseException) -> bool:
 
 
 def _http_problem(error: HTTPException) -> Problem:
+    if isinstance(error, BadHost):
+        # Not the body: a Host header no URL can be built from (an empty or
+        # over-long DNS label). The client's fault; one line, no traceback.
+        log.info("refused a request with a malformed Host header")
+        return Problem("invalid_request", "The Host header is not valid.")
     status = error.code or 500
     headers = {}
     if isinstance(error, MethodNotAllowed) and error.valid_methods:

@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -502,20 +503,38 @@ class KeyRing:
         return self._keys
 
 
+KEYS = "authsvc.keys"
+#: An operator's key file, read at start-up even while the ring waits for a secret.
+FILE_KEYS = "authsvc.file_keys"
+_first_ring = threading.Lock()
+
+
 def init_app(app: Flask) -> None:
-    """Resolve the secret and build the app's key ring from its configuration."""
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = load_or_create_secret(app.config["INSTANCE_PATH"])
+    """Build the app's key ring now if its secret is configured, else on first use.
+
+    A generated secret is written to the instance folder only when something
+    needs a key (serving, signing, verifying): never by ``authsvc --help`` or a
+    command that needs none.
+    """
+    algorithm = app.config["JWT_ALGORITHM"]
+    if algorithm != "HS256" and app.config["SIGNING_KEY_FILE"]:
+        # Read now: a bad key file stops start-up, secret or not.
+        app.extensions[FILE_KEYS] = FileKeys(app.config["SIGNING_KEY_FILE"], algorithm)
+    if app.config.get("SECRET_KEY"):
+        app.extensions[KEYS] = _key_ring(app)
+
+
+def _key_ring(app: Flask) -> KeyRing:
     secret = app.config["SECRET_KEY"]
     algorithm = app.config["JWT_ALGORITHM"]
     source: SecretKeys | FileKeys | DatabaseKeys
     if algorithm == "HS256":
         source = SecretKeys(secret)
-    elif app.config["SIGNING_KEY_FILE"]:
-        source = FileKeys(app.config["SIGNING_KEY_FILE"], algorithm)
+    elif FILE_KEYS in app.extensions:
+        source = app.extensions[FILE_KEYS]
     else:
         source = DatabaseKeys(app.extensions["authsvc.db"].engine, secret, algorithm)
-    app.extensions["authsvc.keys"] = KeyRing(
+    return KeyRing(
         source,
         algorithm=algorithm,
         issuer=app.config["ISSUER"],
@@ -529,5 +548,18 @@ def init_app(app: Flask) -> None:
 
 
 def get_keys() -> KeyRing:
-    """Return the current app's key ring."""
-    return current_app.extensions["authsvc.keys"]
+    """Return the current app's key ring, resolving the secret on first use."""
+    ring = current_app.extensions.get(KEYS)
+    if ring is None:
+        ring = _first_key_ring(current_app._get_current_object())  # type: ignore[attr-defined]
+    return ring
+
+
+def _first_key_ring(app: Flask) -> KeyRing:
+    with _first_ring:
+        if KEYS not in app.extensions:
+            app.config["SECRET_KEY"] = load_or_create_secret(
+                app.config["INSTANCE_PATH"]
+            )
+            app.extensions[KEYS] = _key_ring(app)
+    return app.extensions[KEYS]

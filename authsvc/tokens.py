@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -22,6 +23,13 @@ ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "roles")
 #: Refresh tokens carry 256 bits from the operating system's CSPRNG.
 REFRESH_TOKEN_BYTES = 32
+
+
+#: Three segments of the base64url alphabet, unpadded (RFC 7515 section 7.1).
+COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: The last characters that leave no stray bits, by segment length modulo 4:
+#: 2 characters carry 1 byte and 4 spare bits, 3 carry 2 bytes and 2 spare bits.
+_CLEAN_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
 
 
 class TokenError(Exception):
@@ -106,6 +114,24 @@ def unverified_kid(token: str) -> object:
     return header.get("kid")
 
 
+def is_canonical_jws(token: str) -> bool:
+    """Is ``token`` the one base64url spelling (RFC 7515) of its three segments?
+
+    PyJWT decodes leniently: appended ``=`` padding or set spare bits decode to
+    the same bytes, so one signed token would have many spellings, each a new
+    token to every cache and list keyed by it. Only the canonical one is taken.
+    """
+    if not COMPACT_JWS.fullmatch(token):
+        return False
+    for segment in token.split("."):
+        spare = len(segment) % 4
+        if spare == 1 or (
+            spare in _CLEAN_LAST and segment[-1] not in _CLEAN_LAST[spare]
+        ):
+            return False
+    return True
+
+
 def verify_signed_claims(
     token: str, *, key: Any, algorithm: str, kid: str, issuer: str, audience: str
 ) -> AccessClaims:
@@ -115,6 +141,8 @@ def verify_signed_claims(
     result holds for as long as ``key`` may verify, so it can be remembered;
     :func:`check_lifetime` must still be applied on every use.
     """
+    if not is_canonical_jws(token):
+        raise TokenError("not canonical base64url")
     try:
         decoded = jwt.api_jwt.decode_complete(
             token,

@@ -12,6 +12,7 @@ from ..auth import roles_required
 from ..models import User
 from .models import (
     AUTHENTICATION_ERRORS,
+    TEXT_PATTERN,
     iso,
     no_content,
     problem_responses,
@@ -22,6 +23,8 @@ from .payload import read_int_arg, read_json, read_text_arg
 
 ns = Namespace("admin", description="User administration; needs the role `admin`.")
 
+#: ``accounts.ROLE_PATTERN``, anchored as JSON Schema patterns must be.
+ROLE_PATTERN = rf"^{accounts.ROLE_PATTERN.pattern}$"
 ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, "insufficient_scope")
 MAX_PER_PAGE = 100
 MAX_PAGE = 1_000_000
@@ -46,7 +49,7 @@ user_patch_model = ns.model(
     {
         "is_active": fields.Boolean(description="False disables and logs out."),
         "roles": fields.List(
-            fields.String(min_length=1, max_length=64),
+            fields.String(min_length=1, max_length=64, pattern=ROLE_PATTERN),
             max_items=32,
             description="The complete new set of roles; their sessions are revoked.",
         ),
@@ -77,7 +80,11 @@ class AdminUsers(AdminResource):
     @ns.doc(
         security="bearer",
         params={
-            "q": "Part of a username or e-mail, case-insensitive.",
+            "q": {
+                "description": "Part of a username or e-mail, case-insensitive.",
+                "type": "string",
+                "pattern": TEXT_PATTERN,
+            },
             "page": {
                 "description": "Page number from 1 (default 1).",
                 "type": "integer",

@@ -9,6 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import ensure_schema, get_db
 from ..errors import RETRY_AFTER_UNAVAILABLE
+from .models import problem_responses
 
 ns = Namespace(
     "health", description="Liveness and readiness for orchestrators.", path="/"
@@ -28,6 +29,7 @@ class Health(Resource):
 
     @ns.response(200, "The database answers.", health_model)
     @ns.response(503, "The database does not answer.", health_model)
+    @ns.doc(responses=problem_responses(always=()))
     def get(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Say whether the service can reach its database."""
         try:
@@ -50,6 +52,7 @@ class Liveness(Resource):
     handles_database_outage = True
 
     @ns.response(200, "The process answers.", health_model)
+    @ns.doc(responses=problem_responses(always=()))
     def get(self) -> dict[str, Any]:
         """Say the process answers, without asking the database."""
         # A database outage must not get healthy workers restarted: that is

@@ -17,7 +17,7 @@ from ..auth import bearer_token
 from ..errors import Problem
 from ..keys import get_keys
 from ..throttle import get_throttle
-from .models import problem_responses
+from .models import TEXT_PATTERN, problem_responses
 from .payload import read_form_or_json
 
 ns = Namespace(
@@ -47,7 +47,9 @@ jwks_model = ns.model(
 token_model = ns.model(
     "TokenParameter",
     {
-        "token": fields.String(required=True, min_length=1, max_length=8192),
+        "token": fields.String(
+            required=True, min_length=1, max_length=8192, pattern=TEXT_PATTERN
+        ),
         "token_type_hint": fields.String(
             enum=["access_token", "refresh_token"], description="Optional."
         ),

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from flask import Response
+from flask import Response, current_app, has_app_context
 from flask_restx import Model, fields
+from flask_restx.utils import not_none
 
+from ..config import SETTINGS
 from ..errors import CODES
+from ..passwords import MAX_PASSWORD_LENGTH
+
+#: What every text of a request may hold: anything but NUL and lone surrogates,
+#: which PostgreSQL cannot store and UTF-8 cannot encode (refused as ``body``).
+TEXT_PATTERN = r"^[^\u0000\ud800-\udfff]*$"
 
 
 class NullableString(fields.String):
@@ -16,6 +24,37 @@ class NullableString(fields.String):
 
     def schema(self) -> dict[str, Any]:
         return {**super().schema(), "x-nullable": True}
+
+
+class Email(fields.String):
+    """An e-mail address; its form is checked by the use case, not the schema."""
+
+    __schema_format__ = "email"
+
+
+class NewPassword(fields.String):
+    """A new password, whose schema states the running policy's length limits.
+
+    Not cached like other fields' schemas: apps with different settings share the
+    model, and each states (and checks) its own minimum.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=MAX_PASSWORD_LENGTH, pattern=TEXT_PATTERN, **kwargs)
+
+    @property  # type: ignore[override]
+    def __schema__(self) -> dict[str, Any]:
+        return not_none(self.schema())
+
+    def schema(self) -> dict[str, Any]:
+        return {**super().schema(), "minLength": password_min_length()}
+
+
+def password_min_length() -> int:
+    """The configured minimum password length (the default outside an app)."""
+    if has_app_context():
+        return int(current_app.config["PASSWORD_MIN_LENGTH"])
+    return int(SETTINGS["PASSWORD_MIN_LENGTH"].default)
 
 
 problem_model = Model(
@@ -61,18 +100,24 @@ AUTHENTICATION_ERRORS = (
 
 #: What any operation may answer: a crash, or a database that does not answer.
 ALWAYS = ("internal_error", "service_unavailable")
+#: What any route answers to a request it cannot route: malformed HTTP or a
+#: malformed ``Host`` header, a request line or a header over the server's limits.
+ANY_REQUEST = ("invalid_request", "uri_too_long", "headers_too_large")
 
 
-def problem_responses(*codes: str) -> dict[str, tuple[str, Model]]:
+def problem_responses(
+    *codes: str, always: Sequence[str] = ALWAYS
+) -> dict[str, tuple[str, Model]]:
     """Document the error ``codes`` an operation can answer, grouped by status.
 
-    Every operation may also fail with :data:`ALWAYS`, and one that reads a body
-    (it lists ``unsupported_media_type``) with ``payload_too_large``.
+    Every operation may also fail with ``always`` and :data:`ANY_REQUEST`, and
+    one that reads a body (it lists ``unsupported_media_type``) with
+    ``payload_too_large``.
     """
     if "unsupported_media_type" in codes:
         codes = (*codes, "payload_too_large")
     by_status: dict[int, list[str]] = {}
-    for code in (*codes, *ALWAYS):
+    for code in dict.fromkeys((*codes, *always, *ANY_REQUEST)):
         by_status.setdefault(CODES[code][0], []).append(f"`{code}`")
     return {
         str(status): (" or ".join(names), problem_model)

@@ -8,17 +8,18 @@ read here instead, against the same models the OpenAPI document shows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flask import request
+from flask import current_app, request
 from flask_restx import Model
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
 from ..errors import Problem
 
-_VALIDATORS: dict[str, Draft4Validator] = {}
+#: Where each app keeps its validators (their schemas follow its settings).
+VALIDATORS = "authsvc.validators"
 
 _TYPE_WORDS = {
     "string": "a string",
@@ -29,22 +30,54 @@ _TYPE_WORDS = {
 }
 
 
-def read_json(model: Model, *, optional: bool = False) -> dict[str, Any]:
+#: The member under which a body that is not a JSON object at all is reported.
+BODY = "body"
+
+#: A use case's own checks of a body that passed its schema, or of the fields that
+#: did: more invalid fields, reported with the schema's in one answer.
+Rules = Callable[[dict[str, Any]], Mapping[str, str]]
+
+
+def read_json(
+    model: Model, *, optional: bool = False, rules: Rules | None = None
+) -> dict[str, Any]:
     """Return the request's JSON object after checking it against ``model``.
 
-    With ``optional``, an empty body reads as ``{}``.
+    With ``optional``, an empty body reads as ``{}``. ``rules`` see the body even
+    when the schema found faults, so every invalid field is reported at once.
     """
     if optional and not request.content_length and not request.get_data(cache=True):
         return {}
+    return checked(model, read_object(), rules)
+
+
+def read_object() -> dict[str, Any]:
+    """Return the request's JSON object, unchecked; anything else is refused."""
     if not request.is_json:
         raise Problem("unsupported_media_type")
     body = parse_json(request.get_data(cache=True))
     if not isinstance(body, dict):
-        raise Problem("validation_error", "The request body must be a JSON object.")
+        raise body_problem("The request body must be a JSON object.")
+    return body
+
+
+def checked(
+    model: Model, body: dict[str, Any], rules: Rules | None = None
+) -> dict[str, Any]:
+    """Return ``body`` if it fits ``model`` and ``rules``; else every fault at once."""
     errors = schema_errors(model, body)
+    if rules is not None:
+        # The use case's message about a field it could check says more than the
+        # schema's (which pattern, which policy); it sees only fields of its type.
+        errors = {**errors, **rules(body)}
     if errors:
         raise Problem("validation_error", errors=errors)
     return body
+
+
+def body_problem(message: str) -> Problem:
+    """The ``validation_error`` of a body that cannot be read as a JSON object."""
+    return Problem("validation_error", message, errors={BODY: message})
 
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
@@ -55,18 +88,16 @@ def read_form_or_json(model: Model) -> dict[str, Any]:
     if request.mimetype != FORM_MIMETYPE:
         return read_json(model)
     form = request.form
-    if any(len(form.getlist(name)) > 1 for name in form):
-        raise Problem("validation_error", "Each parameter may be given once.")
+    repeated = {
+        name: "must be given once" for name in form if len(form.getlist(name)) > 1
+    }
+    if repeated:
+        raise Problem("validation_error", errors=repeated)
     body = form.to_dict()
     for text in _strings(body):
         if "\x00" in text or not _is_encodable(text):
-            raise Problem(
-                "validation_error", "The request body contains invalid characters."
-            )
-    errors = schema_errors(model, body)
-    if errors:
-        raise Problem("validation_error", errors=errors)
-    return body
+            raise body_problem(INVALID_CHARACTERS)
+    return checked(model, body)
 
 
 def parse_json(data: bytes) -> Any:
@@ -76,13 +107,14 @@ def parse_json(data: bytes) -> Any:
             data, parse_constant=_reject_constant, object_pairs_hook=_unique_object
         )
     except (ValueError, RecursionError):
-        raise Problem("validation_error", "The body is not valid JSON.") from None
+        raise body_problem("The request body is not valid JSON.") from None
     for text in _strings(value):
         if "\x00" in text or not _is_encodable(text):
-            raise Problem(
-                "validation_error", "The request body contains invalid characters."
-            )
+            raise body_problem(INVALID_CHARACTERS)
     return value
+
+
+INVALID_CHARACTERS = "The request body contains NUL or a lone surrogate."
 
 
 def _reject_constant(name: str) -> None:
@@ -127,11 +159,14 @@ def schema_errors(model: Model, body: dict[str, Any]) -> dict[str, str]:
 
 
 def _validator(model: Model) -> Draft4Validator:
-    # Models are declared once at import, so one validator per model name suffices.
+    # Models are declared once at import, but a schema may follow the app's
+    # settings (the password policy), so each app keeps one validator per model.
     # Strict models refuse unknown fields (``additionalProperties: false``).
-    if model.name not in _VALIDATORS:
-        _VALIDATORS[model.name] = Draft4Validator(model.__schema__)
-    return _VALIDATORS[model.name]
+    validators = current_app.extensions.setdefault(VALIDATORS, {})
+    validator = validators.get(model.name)
+    if validator is None:
+        validator = validators[model.name] = Draft4Validator(model.__schema__)
+    return validator
 
 
 def _describe(
@@ -146,13 +181,14 @@ def _describe(
         for name in body.keys() - schema.get("properties", {}).keys():
             yield name, "is not a known field"
         return
-    field = str(error.path[0]) if error.path else "body"
+    field = str(error.path[0]) if error.path else BODY
     limit = error.validator_value
     messages = {
         "type": f"must be {_TYPE_WORDS.get(str(limit), str(limit))}",
         "minLength": f"must be at least {limit} characters",
         "maxLength": f"must be at most {limit} characters",
         "maxItems": f"must have at most {limit} items",
+        "pattern": "has characters that are not allowed",
     }
     yield field, messages.get(str(error.validator), "is not valid")
 

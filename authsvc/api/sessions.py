@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from flask import Response, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, sessions
+from ..auth import bearer_required
 from ..models import AuthSession
+from ..passwords import MAX_PASSWORD_LENGTH
 from .models import (
     AUTHENTICATION_ERRORS,
+    TEXT_PATTERN,
     NullableString,
     iso,
     no_content,
@@ -30,15 +33,25 @@ login_model = ns.model(
             required=True,
             min_length=1,
             max_length=320,
+            pattern=TEXT_PATTERN,
             description="Username or e-mail.",
         ),
-        "password": fields.String(required=True, min_length=1, max_length=1024),
+        "password": fields.String(
+            required=True,
+            min_length=1,
+            max_length=MAX_PASSWORD_LENGTH,
+            pattern=TEXT_PATTERN,
+        ),
     },
     strict=True,
 )
 refresh_model = ns.model(
     "Refresh",
-    {"refresh_token": fields.String(required=True, min_length=1, max_length=4096)},
+    {
+        "refresh_token": fields.String(
+            required=True, min_length=1, max_length=4096, pattern=TEXT_PATTERN
+        )
+    },
     strict=True,
 )
 logout_model = ns.model(
@@ -141,12 +154,14 @@ class Refresh(Resource):
 class Logout(Resource):
     """End the caller's session, or all of them."""
 
-    method_decorators: ClassVar = [login_required]
+    method_decorators: ClassVar = [bearer_required]
 
     @ns.expect(logout_model)
     @ns.response(204, "The session is revoked.")
     @ns.doc(
         security="bearer",
+        # No body at all is the same as ``{}``.
+        params={"payload": {"required": False}},
         responses=problem_responses(
             "validation_error", *AUTHENTICATION_ERRORS, "unsupported_media_type"
         ),
@@ -162,7 +177,7 @@ class Logout(Resource):
 class Sessions(Resource):
     """The caller's live sessions."""
 
-    method_decorators: ClassVar = [login_required]
+    method_decorators: ClassVar = [bearer_required]
 
     @ns.response(200, "Live sessions, newest first.", session_list_model)
     @ns.doc(security="bearer", responses=problem_responses(*AUTHENTICATION_ERRORS))
@@ -181,7 +196,7 @@ class Sessions(Resource):
 class Session(Resource):
     """One of the caller's sessions."""
 
-    method_decorators: ClassVar = [login_required]
+    method_decorators: ClassVar = [bearer_required]
 
     @ns.response(204, "The session is revoked; its tokens stop working at once.")
     @ns.doc(

@@ -5,18 +5,24 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from flask import Response, request
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts
+from ..auth import bearer_required
+from ..errors import Problem
+from ..passwords import MAX_PASSWORD_LENGTH
 from .models import (
     AUTHENTICATION_ERRORS,
+    TEXT_PATTERN,
+    Email,
+    NewPassword,
     no_content,
     problem_responses,
     user_json,
     user_model,
 )
-from .payload import read_json
+from .payload import checked, read_json, read_object
 
 ns = Namespace("users", description="Register and read your own account.", path="/")
 
@@ -39,15 +45,15 @@ registration_model = ns.model(
             pattern=r"^[\w.-]+$",
             description="3 to 64 letters, digits, `.`, `_` or `-`; case-insensitive.",
         ),
-        "password": fields.String(
+        "password": NewPassword(
             required=True,
-            min_length=1,
-            max_length=1024,
             description="At least AUTHSVC_PASSWORD_MIN_LENGTH (8) characters, at most "
             "1024; not a common password; not containing the username.",
         ),
-        "email": fields.String(
-            max_length=254, description="Optional; unique, case-insensitive."
+        "email": Email(
+            max_length=254,
+            pattern=TEXT_PATTERN,
+            description="Optional; unique, case-insensitive.",
         ),
     },
     strict=True,
@@ -56,8 +62,10 @@ registration_model = ns.model(
 password_change_model = ns.model(
     "PasswordChange",
     {
-        "current_password": fields.String(required=True, max_length=1024),
-        "new_password": fields.String(
+        "current_password": fields.String(
+            required=True, max_length=MAX_PASSWORD_LENGTH, pattern=TEXT_PATTERN
+        ),
+        "new_password": NewPassword(
             required=True, description="The same policy as at registration."
         ),
     },
@@ -65,7 +73,11 @@ password_change_model = ns.model(
 )
 account_deletion_model = ns.model(
     "AccountDeletion",
-    {"password": fields.String(required=True, max_length=1024)},
+    {
+        "password": fields.String(
+            required=True, max_length=MAX_PASSWORD_LENGTH, pattern=TEXT_PATTERN
+        )
+    },
     strict=True,
 )
 
@@ -87,7 +99,16 @@ class Users(Resource):
     )
     def post(self) -> tuple[dict[str, Any], int]:
         """Create an account."""
-        body = read_json(registration_model)
+        body = read_object()
+        policy = accounts.registration_errors(body)
+        try:
+            checked(registration_model, body, lambda _: policy)
+        except Problem as problem:
+            # Refused by the policy alone, it is a registration attempt, which
+            # counts (and may find registration closed); a malformed one is not.
+            if policy.keys() >= (problem.errors or {}).keys():
+                accounts.registration_attempt(request.remote_addr)
+            raise
         user = accounts.register(
             body["username"],
             body["password"],
@@ -101,7 +122,7 @@ class Users(Resource):
 class Me(Resource):
     """The caller's own account."""
 
-    method_decorators: ClassVar = [login_required]
+    method_decorators: ClassVar = [bearer_required]
 
     @ns.response(200, "The caller.", user_model)
     @ns.doc(security="bearer", responses=problem_responses(*AUTHENTICATION_ERRORS))
@@ -132,14 +153,14 @@ class Me(Resource):
 class Password(Resource):
     """The caller's password."""
 
-    method_decorators: ClassVar = [login_required]
+    method_decorators: ClassVar = [bearer_required]
 
     @ns.expect(password_change_model)
     @ns.response(204, "Changed; every other session of the user is revoked.")
     @ns.doc(security="bearer", responses=problem_responses(*PASSWORD_CHECK_ERRORS))
     def post(self) -> Response:
         """Change the caller's password, keeping only the calling session."""
-        body = read_json(password_change_model)
+        body = read_json(password_change_model, rules=_new_password_errors)
         accounts.change_password(
             current_user,
             body["current_password"],
@@ -147,3 +168,10 @@ class Password(Resource):
             address=request.remote_addr,
         )
         return no_content()
+
+
+def _new_password_errors(body: dict[str, Any]) -> dict[str, str]:
+    # Checked with the rest of the body, before the current password is.
+    return accounts.new_password_errors(
+        body.get("new_password"), username=current_user.username, field="new_password"
+    )
