@@ -35,7 +35,7 @@ from .db import UTCDateTime, get_db, get_session
 from .errors import Problem
 from .keys import get_keys, key_set_version
 from .models import AuthSession, RefreshToken, User
-from .tokens import AccessClaims, TokenError, hash_refresh_token, new_refresh_token
+from .tokens import AccessClaims, TokenError, hash_opaque_token, new_opaque_token
 from .tokens import successor_refresh_token as successor_of
 
 
@@ -108,7 +108,7 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         uuid.uuid4(),
         now + timedelta(seconds=current_app.config["SESSION_TTL"]),
     )
-    refresh_token = new_refresh_token()
+    refresh_token = new_opaque_token()
     params = {
         "session_id": grant.session_id,
         "user_id": user.id,
@@ -117,7 +117,7 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         "ends_at": grant.ends_at,
         "user_agent": (client.user_agent or None) and client.user_agent[:512],
         "ip_address": client.ip_address,
-        "token_hash": hash_refresh_token(refresh_token),
+        "token_hash": hash_opaque_token(refresh_token),
         "expires_at": _refresh_token_expiry(grant, now),
     }
     if not _start(params):
@@ -141,7 +141,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
     # The key set's version comes along, so signing needs no query of its own.
     found = db.statement(statements.find).first(
         {
-            "token_hash": hash_refresh_token(refresh_token),
+            "token_hash": hash_opaque_token(refresh_token),
             "key_algorithm": keys.algorithm,
         },
         retry=True,
@@ -164,7 +164,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
             "token_id": found.token_id,
             "session_id": grant.session_id,
             "now": now,
-            "token_hash": hash_refresh_token(successor),
+            "token_hash": hash_opaque_token(successor),
             "expires_at": _refresh_token_expiry(grant, now),
         }
         if _rotate(params):
@@ -177,7 +177,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
     in_grace = spent_at is not None and now - spent_at <= timedelta(seconds=grace)
     if grace > 0 and in_grace:
         issued = db.statement(statements.expiry).first(
-            {"token_hash": hash_refresh_token(successor)}, retry=True
+            {"token_hash": hash_opaque_token(successor)}, retry=True
         )
         if issued is not None:
             return _issue(grant, successor, issued.expires_at, now, key_version)
@@ -555,7 +555,7 @@ def revoke_token(token: str, *, hint: str | None = None) -> None:
 def _session_of_refresh_token(token: str) -> uuid.UUID | None:
     return get_session().scalar(
         select(RefreshToken.session_id).where(
-            RefreshToken.token_hash == hash_refresh_token(token)
+            RefreshToken.token_hash == hash_opaque_token(token)
         )
     )
 
