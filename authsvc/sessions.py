@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
-from flask import current_app
+from flask import Flask, current_app
 from flask_login import UserMixin
 from sqlalchemy import (
     ColumnElement,
@@ -35,8 +35,41 @@ from .db import UTCDateTime, get_db, get_session
 from .errors import Problem
 from .keys import get_keys, key_set_version
 from .models import AuthSession, RefreshToken, User
-from .tokens import AccessClaims, TokenError, hash_opaque_token, new_opaque_token
+from .tokens import (
+    AccessClaims,
+    TokenError,
+    derive_key,
+    hash_opaque_token,
+    new_opaque_token,
+)
 from .tokens import successor_refresh_token as successor_of
+
+#: Where the app keeps the key of the PRF that derives refresh successors.
+REFRESH_KEY = "authsvc.refresh_key"
+
+
+def init_app(app: Flask) -> None:
+    """Derive the refresh-successor key now if the secret is configured.
+
+    Otherwise it is derived on the first refresh, once the key ring has resolved
+    the secret: a generated one is written only when something needs a key.
+    """
+    if app.config.get("SECRET_KEY"):
+        app.extensions[REFRESH_KEY] = _derive_refresh_key(app.config["SECRET_KEY"])
+
+
+def _refresh_key() -> bytes:
+    """The app's key of the PRF that derives each refresh token's successor."""
+    key: bytes | None = current_app.extensions.get(REFRESH_KEY)
+    if key is None:
+        get_keys()  # resolves the secret, generating it on first use
+        key = _derive_refresh_key(current_app.config["SECRET_KEY"])
+        current_app.extensions[REFRESH_KEY] = key
+    return key
+
+
+def _derive_refresh_key(secret: str) -> bytes:
+    return derive_key(secret, "refresh-successor")
 
 
 @dataclass(frozen=True)
@@ -155,7 +188,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
     key_version = found.key_version or 0
     if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
         raise Problem("invalid_refresh_token")
-    successor = successor_of(keys.refresh_key, refresh_token)
+    successor = successor_of(_refresh_key(), refresh_token)
     spent_at = found.spent_at
     if spent_at is None:
         if found.expires_at <= now:
