@@ -38,6 +38,7 @@ from .db import get_db, get_session
 from .errors import Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
+from .principal import Principal
 from .throttle import get_throttle
 
 USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
@@ -276,7 +277,7 @@ def login(
 
 
 def change_password(
-    principal: sessions.Principal,
+    principal: Principal,
     current_password: str,
     new_password: str,
     *,
@@ -318,9 +319,7 @@ def _set_password(user: User, new_password: str, *, field: str) -> None:
     get_session().commit()
 
 
-def delete_account(
-    principal: sessions.Principal, password: str, *, address: str | None
-) -> None:
+def delete_account(principal: Principal, password: str, *, address: str | None) -> None:
     """Delete the caller's account after checking their password.
 
     A wrong password counts as a failed login of the account.
