@@ -23,6 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         logs,
         metrics,
         passwords,
+        sessions,
         throttle,
     )
 
@@ -34,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     db.init_app(app)
     keys.init_app(app)
+    sessions.init_app(app)
     passwords.init_app(app)
     throttle.init_app(app)
     auth.init_app(app)

@@ -21,7 +21,7 @@ from flask_login.config import EXEMPT_METHODS
 from . import clock
 from .errors import Problem
 from .keys import get_keys
-from .sessions import Principal, load_principal
+from .principal import Principal, load_principal
 from .tokens import TokenError, TokenExpired
 
 REALM = "authsvc"

@@ -333,7 +333,6 @@ class KeyRing:
         audience: str,
         leeway: int,
         token_ttl: int,
-        refresh_key: bytes,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
@@ -342,8 +341,6 @@ class KeyRing:
         self.audience = audience
         self.leeway = leeway
         self.token_ttl = token_ttl
-        #: Key of the PRF that derives each refresh token's successor.
-        self.refresh_key = refresh_key
         self.monotonic = monotonic
         self._keys: list[Key] = []
         #: The version of the key set ``_keys`` was read at (see :meth:`see`).
@@ -541,7 +538,6 @@ def _key_ring(app: Flask) -> KeyRing:
         audience=app.config["AUDIENCE"],
         leeway=app.config["JWT_LEEWAY"],
         token_ttl=app.config["ACCESS_TOKEN_TTL"],
-        refresh_key=tokens.derive_key(secret, "refresh-successor"),
         # Tests move it instead of waiting.
         monotonic=app.config.get("MONOTONIC") or time.monotonic,
     )

@@ -1,4 +1,4 @@
-"""Tokens: access token JWTs (PyJWT) and opaque refresh tokens.
+"""Tokens: access token JWTs (PyJWT) and opaque tokens (refresh and one-time).
 
 Pure functions with explicit parameters and no Flask imports, so every rule of
 RFC 8725 and RFC 9068 applied here can be tested in isolation.
@@ -21,8 +21,8 @@ import jwt
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "roles")
-#: Refresh tokens carry 256 bits from the operating system's CSPRNG.
-REFRESH_TOKEN_BYTES = 32
+#: Opaque tokens carry 256 bits from the operating system's CSPRNG.
+OPAQUE_TOKEN_BYTES = 32
 
 
 #: Three segments of the base64url alphabet, unpadded (RFC 7515 section 7.1).
@@ -195,9 +195,9 @@ def _checked_claims(payload: dict[str, Any]) -> AccessClaims:
     return AccessClaims(sub, sid, jti, times[0], times[1], tuple(roles), not_before)
 
 
-def new_refresh_token() -> str:
-    """Return a fresh opaque refresh token, URL-safe."""
-    return secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+def new_opaque_token() -> str:
+    """Return a fresh opaque token, URL-safe: a refresh or a one-time token."""
+    return secrets.token_urlsafe(OPAQUE_TOKEN_BYTES)
 
 
 def successor_refresh_token(key: bytes, token: str) -> str:
@@ -211,6 +211,6 @@ def successor_refresh_token(key: bytes, token: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def hash_refresh_token(token: str) -> str:
-    """The only form in which a refresh token is stored."""
+def hash_opaque_token(token: str) -> str:
+    """The only form in which an opaque token is stored."""
     return hashlib.sha256(token.encode()).hexdigest()

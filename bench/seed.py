@@ -2,8 +2,8 @@
 
 Rows are bulk-inserted with SQLAlchemy Core, in the form the service writes
 them: usernames and e-mails beside their canonical keys (``accounts.canonical``),
-refresh tokens stored as ``tokens.hash_refresh_token`` of a
-``tokens.new_refresh_token``, lifetimes from the app's settings. Every seeded
+refresh tokens stored as ``tokens.hash_opaque_token`` of a
+``tokens.new_opaque_token``, lifetimes from the app's settings. Every seeded
 account shares one argon2 hash of the bench password, made once, which keeps a
 million accounts a matter of minutes.
 """
@@ -26,7 +26,7 @@ from authsvc import accounts, clock
 from authsvc.keys import get_keys
 from authsvc.models import AuthSession, RefreshToken, User
 from authsvc.passwords import get_passwords
-from authsvc.tokens import hash_refresh_token, new_refresh_token
+from authsvc.tokens import hash_opaque_token, new_opaque_token
 
 #: Accounts (or sessions) per transaction.
 BATCH = 20_000
@@ -158,7 +158,7 @@ class Seeder:
         sessions, tokens, plaintext = [], [], []
         for user_id in user_ids:
             session_id = uuid.uuid4()
-            token = new_refresh_token()
+            token = new_opaque_token()
             sessions.append(
                 {
                     "id": session_id,
@@ -173,7 +173,7 @@ class Seeder:
             tokens.append(
                 {
                     "session_id": session_id,
-                    "token_hash": hash_refresh_token(token),
+                    "token_hash": hash_opaque_token(token),
                     "created_at": now,
                     "expires_at": min(idle, ends),
                 }

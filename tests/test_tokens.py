@@ -21,13 +21,13 @@ from authsvc.tokens import (
     check_lifetime,
     derive_key,
     encode_access_token,
-    hash_refresh_token,
     key_id,
-    new_refresh_token,
     successor_refresh_token,
     unverified_kid,
     verify_signed_claims,
 )
+from authsvc.tokens import hash_opaque_token as hash_refresh_token
+from authsvc.tokens import new_opaque_token as new_refresh_token
 
 SECRET = "test-secret-" + "x" * 40
 KEY = derive_key(SECRET, "access-token")

@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
-from .. import clock, sessions
+from .. import clock, introspection
 from ..auth import bearer_token
 from ..errors import Problem
 from ..keys import get_keys
@@ -115,7 +115,7 @@ class Introspect(Resource):
         """Is this a live access token? Needs the introspection secret."""
         _check_introspection_secret()
         body = read_form_or_json(token_model)
-        return sessions.introspect(body["token"])
+        return introspection.introspect(body["token"])
 
 
 @ns.route("/revoke")
@@ -131,7 +131,7 @@ class Revoke(Resource):
     def post(self) -> dict[str, Any]:
         """Revoke the session of a refresh or access token."""
         body = read_form_or_json(token_model)
-        sessions.revoke_token(body["token"], hint=body.get("token_type_hint"))
+        introspection.revoke_token(body["token"], hint=body.get("token_type_hint"))
         return {}
 
 
