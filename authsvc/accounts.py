@@ -38,7 +38,7 @@ from .db import get_db, get_session
 from .errors import Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
-from .throttle import get_throttle
+from .throttle import Kind, get_throttle
 
 USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
 USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
@@ -75,7 +75,7 @@ def registration_attempt(address: str | None) -> None:
     """
     if current_app.config["REGISTRATION"] == "closed":
         raise Problem("registration_closed")
-    get_throttle().registration_attempt(address)
+    get_throttle().attempt(Kind.REGISTRATION, address)
 
 
 def create_user(
@@ -271,7 +271,7 @@ def login(
     """
     user = _login_row(username)
     key = _account_key(user.id if user else None, username)
-    with get_throttle().login_attempt(key, client.ip_address):
+    with get_throttle().attempt(Kind.LOGIN, key, client.ip_address):
         return sessions.open_session(authenticate(user, password), client)
 
 
@@ -287,7 +287,8 @@ def change_password(
     A wrong current password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
+    key = _account_key(user.id, user.username)
+    with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
             raise Problem("invalid_credentials", "The current password is incorrect.")
@@ -326,7 +327,8 @@ def delete_account(
     A wrong password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
+    key = _account_key(user.id, user.username)
+    with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, password):
             raise Problem("invalid_credentials", "The password is incorrect.")
     delete_user(user)
