@@ -37,13 +37,14 @@ class WriterQueue:
 
     def __enter__(self) -> None:
         # A descriptor inherited across fork would be one lock for every worker.
-        if self._pid != os.getpid():
+        if self._descriptor is None or self._pid != os.getpid():
             self._descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             self._pid = os.getpid()
         fcntl.flock(self._descriptor, fcntl.LOCK_EX)
 
     def __exit__(self, *_exc: object) -> None:
-        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        if self._descriptor is not None:
+            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Close this process's descriptor of the lock file, if it has one."""
@@ -80,6 +81,8 @@ class DriverStatement:
             for name, bind in compiled.binds.items()
             if not bind.required
         }
+        # Every statement given here returns rows or is a write without them; the
+        # Executable type does not say it has columns.
         columns = statement.exported_columns  # type: ignore[attr-defined]
         self.columns = [
             _processor(
@@ -87,6 +90,7 @@ class DriverStatement:
             )
             for column in columns
         ]
+        # The fields are known only here, at run time.
         self.row = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in columns]
         )
