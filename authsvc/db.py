@@ -231,14 +231,16 @@ def init_app(app: Flask) -> None:
 
 def get_db() -> Database:
     """Return the current app's :class:`Database`."""
-    return current_app.extensions["authsvc.db"]
+    database: Database = current_app.extensions["authsvc.db"]
+    return database
 
 
 def get_session() -> Session:
     """Return the ORM session of the current app context, opening it on first use."""
     if "db_session" not in g:
         g.db_session = get_db().sessionmaker()
-    return g.db_session
+    session: Session = g.db_session
+    return session
 
 
 def _close_session(_exc: BaseException | None) -> None:

@@ -114,7 +114,8 @@ class DriverStatement:
 
     def run(self, params: Mapping[str, Any]) -> int:
         """Run once, as a transaction of its own; how many rows it changed."""
-        return self._once(params, lambda cursor: cursor.rowcount, False)
+        changed: int = self._once(params, lambda cursor: cursor.rowcount, False)
+        return changed
 
     def run_many(self, params: Sequence[Mapping[str, Any]]) -> None:
         """Run once for each of ``params``, on one connection.

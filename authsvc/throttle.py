@@ -172,4 +172,5 @@ def init_app(app: Flask) -> None:
 
 def get_throttle() -> Throttle:
     """Return the current app's throttle."""
-    return current_app.extensions["authsvc.throttle"]
+    throttle: Throttle = current_app.extensions["authsvc.throttle"]
+    return throttle
