@@ -32,7 +32,8 @@ from .config import UPGRADE_PENDING_ENV
 from .db import get_db
 from .errors import database_unavailable
 
-log = logging.getLogger(__name__)
+# The put-off upgrade's line keeps the logger name it has always had.
+log = logging.getLogger("authsvc.db")
 
 _PACKAGE = Path(__file__).resolve().parent
 #: Key of the PostgreSQL advisory lock that serialises migrations ("authsvc" in hex).

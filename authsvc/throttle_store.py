@@ -24,7 +24,8 @@ from .db import Database, UTCDateTime
 from .driver import DriverStatement
 from .models import ThrottleCounter
 
-log = logging.getLogger(__name__)
+# The throttle's lines keep the logger name operators filter them by.
+log = logging.getLogger("authsvc.throttle")
 
 #: Seconds to wait for Redis before falling back to per-process counting.
 REDIS_TIMEOUT = 0.5
