@@ -22,6 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         keys,
         logs,
         metrics,
+        migrations,
         passwords,
         sessions,
         throttle,
@@ -34,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     metrics.init_app(app)
     db.init_app(app)
+    migrations.init_app(app)
     keys.init_app(app)
     sessions.init_app(app)
     passwords.init_app(app)

@@ -39,7 +39,7 @@ from .errors import Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
 from .principal import Principal
-from .throttle import get_throttle
+from .throttle import Kind, get_throttle
 
 USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
 USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
@@ -76,7 +76,7 @@ def registration_attempt(address: str | None) -> None:
     """
     if current_app.config["REGISTRATION"] == "closed":
         raise Problem("registration_closed")
-    get_throttle().registration_attempt(address)
+    get_throttle().attempt(Kind.REGISTRATION, address)
 
 
 def create_user(
@@ -272,7 +272,7 @@ def login(
     """
     user = _login_row(username)
     key = _account_key(user.id if user else None, username)
-    with get_throttle().login_attempt(key, client.ip_address):
+    with get_throttle().attempt(Kind.LOGIN, key, client.ip_address):
         account = authenticate(user, password)
         account = _second_factor(account)
         return sessions.open_session(account, client)
@@ -298,7 +298,8 @@ def change_password(
     A wrong current password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
+    key = _account_key(user.id, user.username)
+    with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
             raise Problem("invalid_credentials", "The current password is incorrect.")
@@ -335,7 +336,8 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     A wrong password counts as a failed login of the account.
     """
     user = _user(principal.id)
-    with get_throttle().login_attempt(_account_key(user.id, user.username), address):
+    key = _account_key(user.id, user.username)
+    with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, password):
             raise Problem("invalid_credentials", "The password is incorrect.")
     delete_user(user)

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import accounts, clock, migrations, sessions, throttle
 from .api.models import iso
 from .config import ConfigError
-from .db import defer_upgrade, get_db
+from .db import get_db
 from .errors import Problem, database_unavailable
 from .keys import get_keys
 from .models import User
@@ -124,7 +124,7 @@ def serve(host: str, port: int, workers: int) -> None:
             _reason(exc),
         )
         if not migrated:
-            defer_upgrade()
+            migrations.defer_upgrade()
     get_db().dispose()  # no connection of this process crosses a fork
     if app.config["ENV"] == "development":
         log.warning(

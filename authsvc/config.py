@@ -20,6 +20,10 @@ from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "AUTHSVC_"
 
+#: Set by ``authsvc serve`` for the workers it forks when the database was
+#: unreachable at start, so they migrate on first use: internal, not a setting.
+UPGRADE_PENDING_ENV = f"{ENV_PREFIX}UPGRADE_PENDING"
+
 #: Algorithms access tokens can be signed with; HS256 only when chosen.
 SUPPORTED_ALGORITHMS = ("RS256", "ES256", "EdDSA", "HS256")
 
@@ -227,6 +231,7 @@ def load_config(
         config["DOCS"] = config["ENV"] == "development"
     if config["ENV"] == "production":
         _check_production(config)
+    config["UPGRADE_PENDING"] = environ.get(UPGRADE_PENDING_ENV) == "1"
     config.update(overrides)
     return config
 

@@ -36,6 +36,8 @@ from sqlalchemy.orm import Session
 
 from . import tokens
 from .config import ConfigError
+from .db import session_factory
+from .driver import DriverStatement
 from .models import SigningKey
 
 log = logging.getLogger(__name__)
@@ -210,7 +212,13 @@ class FileKeys:
 
 
 class DatabaseKeys:
-    """Generated keys, stored with their private part encrypted under the secret."""
+    """Generated keys, stored with their private part encrypted under the secret.
+
+    Loading and storing keys use ORM sessions of their own, from db.py's
+    :func:`~authsvc.db.session_factory`, not the request's: storing a key commits,
+    and must commit nothing a request has pending, and the ring is read outside
+    requests too. The version, read by every login, is a prebuilt statement.
+    """
 
     rotates = True
 
@@ -218,10 +226,14 @@ class DatabaseKeys:
         self.engine = engine
         self.algorithm = algorithm
         self._password = tokens.derive_key(secret, "signing-key-encryption")
+        self._sessions = session_factory(engine)
+        self._version = DriverStatement(
+            engine, select(key_set_version().label("version"))
+        )
 
     def load(self, now: datetime) -> list[Key]:
         """Every stored key of the algorithm, made first if there is none yet."""
-        with Session(self.engine) as db:
+        with self._sessions() as db:
             rows = self._rows(db)
             if not rows:
                 # Generation 1 is unique per algorithm: of instances starting at
@@ -233,15 +245,12 @@ class DatabaseKeys:
 
     def version(self) -> int:
         """The stored key set's version: its newest generation, 0 when it is empty."""
-        with self.engine.connect() as connection:
-            found = connection.scalar(
-                select(key_set_version()), {"key_algorithm": self.algorithm}
-            )
-        return found or 0
+        found = self._version.first({"key_algorithm": self.algorithm})
+        return found.version or 0
 
     def rotate(self, now: datetime, delay: int) -> str:
         """Add a key that is published now and signs after ``delay`` seconds."""
-        with Session(self.engine) as db:
+        with self._sessions() as db:
             kid = self._insert(db, now, activates_at=now + timedelta(seconds=delay))
         if kid is None:
             raise RuntimeError("another rotation was stored at the same time")

@@ -32,7 +32,8 @@ from flask import Flask, request
 from flask_login import LoginManager, UserMixin, current_user, login_required
 from flask_restx import Api, Resource
 
-from authsvc.db import WriterQueue, tune_sqlite
+from authsvc.db import tune_sqlite
+from authsvc.driver import WriterQueue
 
 #: Where the floor's tables are: an SQLite file, or a ``postgresql://`` URL.
 DATABASE_ENV = "BENCH_FLOOR_DATABASE"

@@ -14,7 +14,7 @@ from helpers import PASSWORD, bearer, problem
 from sqlalchemy import event
 
 from authsvc import accounts
-from authsvc.db import DriverStatement
+from authsvc.driver import DriverStatement
 
 ORIGIN = "https://app.example.com"
 LOOK_ALIKES = [

@@ -24,9 +24,9 @@ from authsvc.db import (
     SQLITE_BUSY_TIMEOUT,
     SQLITE_MMAP_BYTES,
     Database,
-    DriverStatement,
     make_engine,
 )
+from authsvc.driver import DriverStatement
 from authsvc.models import AuthSession, ThrottleCounter, User
 
 CALLER = (

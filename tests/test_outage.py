@@ -48,6 +48,7 @@ from live import (
 from sqlalchemy import text
 
 from authsvc import create_app, db, migrations
+from authsvc.config import UPGRADE_PENDING_ENV
 from authsvc.db import make_engine
 
 SECRET = "outage-test-secret-" + "o" * 40
@@ -359,7 +360,7 @@ def test_engine_bounds_every_statement(cluster):
 
 def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
     """What each worker does when ``serve`` could not migrate at start (SQLite)."""
-    monkeypatch.setattr(db, "_upgrade_pending", False)
+    monkeypatch.setenv(UPGRADE_PENDING_ENV, "0")
     app = create_app(
         {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
@@ -367,9 +368,9 @@ def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
             **APP,
         }
     )
-    assert db._upgrade_if_pending not in app.before_request_funcs.get(None, [])
+    assert not migrations.upgrade_pending(app)
 
-    db.defer_upgrade()
+    migrations.defer_upgrade()
     app = create_app(
         {
             "DATABASE_URL": f"sqlite:///{tmp_path / 'b.db'}",
@@ -379,7 +380,7 @@ def test_a_deferred_upgrade_runs_on_the_first_request(monkeypatch, tmp_path):
     )
     client = app.test_client()
     assert client.get("/health").json == {"status": "ok"}
-    assert not db._upgrade_pending
+    assert not migrations.upgrade_pending(app)
     assert migrations.current_revision(app) is not None
     response = client.post("/users", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 201, response.json
@@ -478,12 +479,11 @@ def test_a_black_holed_database_holds_requests_at_most_once_per_interval(
     """Unreachable at start, its port accepting and never answering, then back."""
     timeout = 1
     monkeypatch.setattr(db, "CONNECT_TIMEOUT", timeout)
-    monkeypatch.setattr(db, "_upgrade_pending", False)
-    monkeypatch.setattr(db, "_upgrade_retry_at", -float("inf"), raising=False)
+    monkeypatch.setenv(UPGRADE_PENDING_ENV, "0")
     upstream = int(database.rsplit(":", 1)[1].split("/", 1)[0])
     hole = BlackHole(upstream)
     try:
-        db.defer_upgrade()
+        migrations.defer_upgrade()
         # Real seconds, so a try's length is measured, plus what the test skips.
         skipped = [0.0]
         app = create_app(
@@ -527,7 +527,7 @@ def test_a_black_holed_database_holds_requests_at_most_once_per_interval(
         assert timeout * 0.9 <= elapsed < timeout + 1.5, elapsed
         others()
         live()
-        skipped[0] += db.UPGRADE_RETRY_INTERVAL - 2
+        skipped[0] += migrations.UPGRADE_RETRY_INTERVAL - 2
         others()
         # The interval has passed: one request waits again, the others do not.
         skipped[0] += 2
@@ -540,10 +540,10 @@ def test_a_black_holed_database_holds_requests_at_most_once_per_interval(
         # The database answers again: the next try brings the schema up.
         hole.forward()
         assert client.post("/login", json=body).status_code == 503
-        skipped[0] += db.UPGRADE_RETRY_INTERVAL
+        skipped[0] += migrations.UPGRADE_RETRY_INTERVAL
         response = client.get("/health")
         assert (response.status_code, response.json) == (200, {"status": "ok"})
-        assert not db._upgrade_pending
+        assert not migrations.upgrade_pending(app)
         response = client.post("/users", json=body)
         assert response.status_code == 201, response.json
         response = client.post("/login", json=body)

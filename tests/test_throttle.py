@@ -327,7 +327,7 @@ def test_a_slot_given_back_after_its_window_ended_does_not_add_an_attempt(
 ):
     with (
         app.app_context(),
-        throttle.get_throttle().login_attempt("carol", "192.0.2.99"),
+        throttle.get_throttle().attempt(throttle.Kind.LOGIN, "carol", "192.0.2.99"),
     ):
         clock.advance(WINDOW)  # the window ends while the password is checked
     for n in range(LIMIT):

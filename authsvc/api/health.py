@@ -7,8 +7,9 @@ from typing import Any
 from flask_restx import Namespace, Resource, fields
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import ensure_schema, get_db
+from ..db import get_db
 from ..errors import RETRY_AFTER_UNAVAILABLE
+from ..migrations import ensure_schema
 from .models import problem_responses
 
 ns = Namespace(

@@ -16,7 +16,7 @@ from .. import clock, introspection
 from ..auth import bearer_token
 from ..errors import Problem
 from ..keys import get_keys
-from ..throttle import get_throttle
+from ..throttle import Kind, get_throttle
 from .models import TEXT_PATTERN, problem_responses
 from .payload import read_form_or_json
 
@@ -140,7 +140,7 @@ def _check_introspection_secret() -> None:
     if not secret:
         raise Problem("not_found", "Introspection is not enabled.")
     # Wrong credentials are throttled per address, as failed logins are.
-    with get_throttle().introspection_attempt(request.remote_addr):
+    with get_throttle().attempt(Kind.INTROSPECTION, request.remote_addr):
         presented = bearer_token(request)
         challenge = 'Bearer realm="authsvc"'
         if presented is None:
