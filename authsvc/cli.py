@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import accounts, clock, migrations, sessions, throttle
+from . import accounts, admin, clock, migrations, sessions, throttle
 from .api.models import iso
 from .config import ConfigError
 from .db import defer_upgrade, get_db
@@ -193,7 +193,7 @@ def users_list(query: str) -> None:
     shown = 0
     page = 1
     while True:
-        found, _total = accounts.list_users(query, page=page, per_page=LIST_PAGE_SIZE)
+        found, _total = admin.list_users(query, page=page, per_page=LIST_PAGE_SIZE)
         for user in found:
             click.echo(
                 "\t".join(
@@ -220,7 +220,7 @@ def users_disable(username: str) -> None:
     """Disable a user and revoke all their sessions."""
     user = _find_user(username)
     with _problems_exit():
-        accounts.set_active(user, False)
+        admin.set_active(user, False)
     click.echo(f"disabled {user.username}")
 
 
@@ -230,7 +230,7 @@ def users_disable(username: str) -> None:
 def users_enable(username: str) -> None:
     """Let a disabled user log in again."""
     user = _find_user(username)
-    accounts.set_active(user, True)
+    admin.set_active(user, True)
     click.echo(f"enabled {user.username}")
 
 
@@ -243,7 +243,7 @@ def users_set_password(username: str, password_stdin: bool) -> None:
     user = _find_user(username)
     password = _read_password("New password", from_stdin=password_stdin)
     with _problems_exit():
-        accounts.set_password(user, password)
+        admin.set_password(user, password)
     click.echo(f"changed the password of {user.username}; their sessions are revoked")
 
 
@@ -258,7 +258,7 @@ def users_grant(username: str, role: str) -> None:
     if role in user.roles:
         click.echo(f"{user.username} already has the role {role}")
         return
-    accounts.set_roles(user, [*user.roles, role])
+    admin.set_roles(user, [*user.roles, role])
     click.echo(f"granted {role} to {user.username}; their sessions are revoked")
 
 
@@ -274,7 +274,7 @@ def users_revoke(username: str, role: str) -> None:
         click.echo(f"{user.username} does not have the role {role}")
         return
     with _problems_exit():
-        accounts.set_roles(user, [held for held in user.roles if held != role])
+        admin.set_roles(user, [held for held in user.roles if held != role])
     click.echo(f"revoked {role} from {user.username}; their sessions are revoked")
 
 
