@@ -10,7 +10,8 @@ from flask_restx import Namespace, Resource, fields
 from .. import accounts, admin, sessions
 from ..auth import roles_required
 from ..models import User
-from .models import (
+from .payload import read_int_arg, read_json, read_text_arg
+from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     iso,
@@ -19,7 +20,6 @@ from .models import (
     user_json,
     user_model,
 )
-from .payload import read_int_arg, read_json, read_text_arg
 
 ns = Namespace("admin", description="User administration; needs the role `admin`.")
 

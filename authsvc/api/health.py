@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..db import ensure_schema, get_db
 from ..errors import RETRY_AFTER_UNAVAILABLE
-from .models import problem_responses
+from .schemas import problem_responses
 
 ns = Namespace(
     "health", description="Liveness and readiness for orchestrators.", path="/"

@@ -12,7 +12,8 @@ from .. import accounts, sessions
 from ..auth import bearer_required
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH
-from .models import (
+from .payload import read_json
+from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     NullableString,
@@ -20,7 +21,6 @@ from .models import (
     no_content,
     problem_responses,
 )
-from .payload import read_json
 
 ns = Namespace("sessions", description="Log in, refresh and log out.", path="/")
 
