@@ -17,7 +17,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import accounts, admin, clock, migrations, sessions, throttle
-from .api.schemas import iso
+from .clock import iso
 from .config import ConfigError
 from .db import defer_upgrade, get_db
 from .errors import Problem, database_unavailable

@@ -9,12 +9,12 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, admin, sessions
 from ..auth import roles_required
+from ..clock import iso
 from ..models import User
 from .payload import read_int_arg, read_json, read_text_arg
 from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
-    iso,
     no_content,
     problem_responses,
     user_json,

@@ -10,6 +10,7 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, sessions
 from ..auth import bearer_required
+from ..clock import iso
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH
 from .payload import read_json
@@ -17,7 +18,6 @@ from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     NullableString,
-    iso,
     no_content,
     problem_responses,
 )
