@@ -1,4 +1,4 @@
-"""Accounts: register, authenticate, change passwords, administer users.
+"""Accounts: register, authenticate, change passwords, delete.
 
 Nothing here knows about HTTP: failures are raised as :class:`Problem` codes and
 the API layer turns them into responses.
@@ -26,7 +26,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -90,7 +89,7 @@ def create_user(
     username = normalize(username)
     email = normalize(email) if email is not None else None
     errors = _registration_errors(username, password, email)
-    errors.update(_roles_errors(roles or []))
+    errors.update(roles_errors(roles or []))
     if errors:
         raise Problem("validation_error", errors=errors)
     now = clock.now()
@@ -157,7 +156,8 @@ def _is_valid_email(email: str) -> bool:
     return True
 
 
-def _roles_errors(roles: Sequence[str]) -> dict[str, str]:
+def roles_errors(roles: Sequence[str]) -> dict[str, str]:
+    """What is wrong with a set of roles: one rule for creation and administration."""
     if all(ROLE_PATTERN.fullmatch(role) for role in roles):
         return {}
     return {"roles": f"each role must be {ROLE_RULE}"}
@@ -303,7 +303,7 @@ def change_password(
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
             raise Problem("invalid_credentials", "The current password is incorrect.")
-    _set_password(user, new_password, field="new_password")
+    replace_password(user, new_password, field="new_password")
     sessions.revoke_sessions(
         (AuthSession.user_id == user.id)
         & (AuthSession.id != uuid.UUID(principal.session_id)),
@@ -312,14 +312,8 @@ def change_password(
     audit.record("password_changed", user_id=user.id, session_id=principal.session_id)
 
 
-def set_password(user: User, new_password: str) -> None:
-    """Replace a user's password (administration); all their sessions end."""
-    _set_password(user, new_password, field="password")
-    sessions.revoke_user_sessions(user.id, reason="password_changed")
-    audit.record("password_changed", user_id=user.id)
-
-
-def _set_password(user: User, new_password: str, *, field: str) -> None:
+def replace_password(user: User, new_password: str, *, field: str) -> None:
+    """Store a new password after the policy; ``field`` names it in a refusal."""
     problem = _password_problem(new_password, user.username)
     if problem:
         raise Problem("validation_error", errors={field: problem})
@@ -343,6 +337,8 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     delete_user(user)
 
 
+# The last-administrator rule lives here, beside the one deletion, because deleting
+# one's own account obeys it too; admin.py applies it to its changes of a user.
 def delete_user(user: User) -> None:
     """Delete a user and, with them, every session and refresh token.
 
@@ -350,15 +346,15 @@ def delete_user(user: User) -> None:
     """
     db = get_session()
     user_id = user.id
-    _lock_administrators(db)
+    lock_administrators(db)
     deleted = db.execute(
         delete(User)
-        .where(User.id == user_id, _leaves_an_administrator(user_id))
+        .where(User.id == user_id, leaves_an_administrator(user_id))
         .execution_options(synchronize_session=False)
     ).rowcount
     db.commit()
     if deleted != 1:
-        raise _why_unchanged(user_id)
+        raise why_unchanged(user_id)
     db.expunge(user)
     audit.record("account_deleted", user_id=user_id)
 
@@ -396,95 +392,6 @@ def _user(user_id: str | uuid.UUID) -> User:
     return user
 
 
-def list_users(
-    query: str = "", *, page: int = 1, per_page: int = 50
-) -> tuple[list[User], int]:
-    """A page of users whose username or e-mail contains ``query``, and the total."""
-    condition: ColumnElement[bool] = true()
-    if query:
-        key = canonical(query)
-        condition = or_(
-            User.username_key.contains(key, autoescape=True),
-            User.email_key.contains(key, autoescape=True),
-        )
-    db = get_session()
-    total = db.scalar(select(func.count()).select_from(User).where(condition))
-    users = db.scalars(
-        select(User)
-        .where(condition)
-        .order_by(User.username_key)
-        .offset((page - 1) * per_page)
-        .limit(per_page)
-    ).all()
-    return list(users), total or 0
-
-
-def update_user(
-    user: User, *, is_active: bool | None = None, roles: Sequence[str] | None = None
-) -> None:
-    """Apply an administrator's changes together, or none of them.
-
-    Disabling a user or changing their roles ends their sessions; a change that
-    would leave no active administrator is refused with ``last_admin``.
-    """
-    if roles is not None and (errors := _roles_errors(roles)):
-        raise Problem("validation_error", errors=errors)
-    changes: dict[str, Any] = {}
-    if is_active is not None and is_active != user.is_active:
-        changes["is_active"] = is_active
-    if roles is not None and sorted(set(roles)) != user.roles:
-        changes["roles"] = sorted(set(roles))
-    if changes:
-        _apply(user, changes)
-    if is_active is not None:
-        if not is_active:
-            sessions.revoke_user_sessions(user.id, reason="disabled")
-        event = "account_enabled" if is_active else "account_disabled"
-        audit.record(event, user_id=user.id)
-    if "roles" in changes:
-        sessions.revoke_user_sessions(user.id, reason="roles_changed")
-        audit.record("roles_changed", user_id=user.id, roles=",".join(user.roles))
-
-
-def set_active(user: User, active: bool) -> None:
-    """Enable or disable an account; disabling ends every session at once."""
-    update_user(user, is_active=active)
-
-
-def set_roles(user: User, roles: Sequence[str]) -> None:
-    """Replace a user's roles; their sessions end so new tokens carry the new roles."""
-    update_user(user, roles=roles)
-
-
-def _apply(user: User, changes: dict[str, Any]) -> None:
-    """Write ``changes`` to the user in one statement, moving their account version.
-
-    One that takes away an active administrator is made only if another remains,
-    checked by the same statement.
-    """
-    db = get_session()
-    conditions = [User.id == user.id]
-    if changes.get("is_active") is False or ADMIN_ROLE not in changes.get(
-        "roles", [ADMIN_ROLE]
-    ):
-        _lock_administrators(db)
-        conditions.append(_leaves_an_administrator(user.id))
-    changed = db.execute(
-        update(User)
-        .where(*conditions)
-        .values(
-            **changes,
-            updated_at=clock.now(),
-            account_version=User.account_version + 1,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    db.commit()
-    if changed != 1:
-        raise _why_unchanged(user.id)
-    db.refresh(user)
-
-
 def _active_admin(user: Any) -> ColumnElement[bool]:
     """Whether ``user`` (the users table or an alias of it) is an active admin."""
     if get_db().postgres:
@@ -496,7 +403,7 @@ def _active_admin(user: Any) -> ColumnElement[bool]:
     return user.is_active & is_admin
 
 
-def _leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
+def leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
     """Whether the service keeps an active administrator without this user as one."""
     other = aliased(User)
     return ~_active_admin(User) | exists().where(
@@ -504,7 +411,7 @@ def _leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
     )
 
 
-def _lock_administrators(db: Session) -> None:
+def lock_administrators(db: Session) -> None:
     """Make changes that may take away an administrator take turns.
 
     On PostgreSQL, two requests each taking away one of the last two
@@ -521,7 +428,7 @@ def _lock_administrators(db: Session) -> None:
         )
 
 
-def _why_unchanged(user_id: uuid.UUID) -> Problem:
+def why_unchanged(user_id: uuid.UUID) -> Problem:
     """Why a change of this user's row changed nothing: gone, or the last admin."""
     if get_session().scalar(select(User.id).where(User.id == user_id)) is None:
         return Problem("not_found", "No such user.")

@@ -1,39 +1,26 @@
-"""The ``authsvc`` command: serve, migrate, administer users and sessions, export."""
+"""The ``authsvc`` command, and its commands that administer users and sessions.
+
+Those that run the service (serve, db, keys, export-openapi) are in ``cli_service``.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
 import click
-from flask import Flask, current_app
+from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import accounts, clock, migrations, sessions, throttle
-from .api.models import iso
+from . import accounts, admin, cli_service, create_app, sessions, throttle
 from .config import ConfigError
-from .db import get_db
-from .errors import Problem, database_unavailable
-from .keys import get_keys
+from .errors import Problem
 from .models import User
-
-log = logging.getLogger(__name__)
 
 #: Users fetched per query by ``users list``.
 LIST_PAGE_SIZE = 100
-
-
-def _create_app() -> Flask:
-    from . import create_app
-
-    return create_app()
 
 
 class CommandGroup(FlaskGroup):
@@ -53,11 +40,13 @@ class CommandGroup(FlaskGroup):
 
 cli = CommandGroup(
     name="authsvc",
-    create_app=_create_app,
+    create_app=create_app,
     add_default_commands=False,
     set_debug_flag=False,
     help="authsvc: token-based JSON REST authentication service.",
 )
+for command in cli_service.COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:
@@ -77,91 +66,10 @@ def main() -> None:
         sys.exit(1)
 
 
-def _reason(exc: SQLAlchemyError) -> str:
-    """The first line of the driver's message: no SQL, no parameters."""
-    lines = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def init_app(app: Flask) -> None:
     """Offer the same commands under ``flask --app authsvc``."""
     for command in cli.commands.values():
         app.cli.add_command(command)
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--workers",
-    default=lambda: max(2, os.cpu_count() or 1),
-    show_default="number of CPUs, at least 2",
-    type=click.IntRange(1, 64),
-)
-@with_appcontext
-def serve(host: str, port: int, workers: int) -> None:
-    """Serve the API with gunicorn, migrating the schema first."""
-    from .server import run
-
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    migrated = not app.config["AUTO_MIGRATE"]
-    try:
-        if not migrated:
-            migrations.upgrade(app)
-            migrated = True
-        # Make or read the signing keys once, before the workers start, so a
-        # secret that cannot decrypt them stops the server here.
-        get_keys().states(clock.now())
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    except SQLAlchemyError as exc:
-        if not database_unavailable(exc):
-            raise
-        # Serve anyway: health checks and clients get 503 until the database
-        # answers, and each worker then migrates and loads the keys itself.
-        log.error(
-            "database unreachable at start: %s; serving 503 until it answers",
-            _reason(exc),
-        )
-        if not migrated:
-            migrations.defer_upgrade()
-    get_db().dispose()  # no connection of this process crosses a fork
-    if app.config["ENV"] == "development":
-        log.warning(
-            "development setup (AUTHSVC_ENV=development): database %s; "
-            "set AUTHSVC_ENV=production with a real secret and PostgreSQL to deploy",
-            app.config["DATABASE_URL"].split("@")[-1],
-        )
-    run(host=host, port=port, workers=workers)
-
-
-@cli.group()
-def db() -> None:
-    """Schema migrations (Alembic)."""
-
-
-@db.command("upgrade")
-@click.argument("revision", default="head")
-@with_appcontext
-def db_upgrade(revision: str) -> None:
-    """Bring the schema to REVISION (default: the newest)."""
-    migrations.upgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
-
-
-@db.command("downgrade")
-@click.argument("revision")
-@with_appcontext
-def db_downgrade(revision: str) -> None:
-    """Take the schema back to REVISION (``base`` removes it)."""
-    migrations.downgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
-
-
-@db.command("current")
-@with_appcontext
-def db_current() -> None:
-    """Print the revision the database is at."""
-    revision = migrations.current_revision(current_app._get_current_object())  # type: ignore[attr-defined]
-    click.echo(revision or "none")
 
 
 @cli.group()
@@ -193,7 +101,7 @@ def users_list(query: str) -> None:
     shown = 0
     page = 1
     while True:
-        found, _total = accounts.list_users(query, page=page, per_page=LIST_PAGE_SIZE)
+        found, _total = admin.list_users(query, page=page, per_page=LIST_PAGE_SIZE)
         for user in found:
             click.echo(
                 "\t".join(
@@ -220,7 +128,7 @@ def users_disable(username: str) -> None:
     """Disable a user and revoke all their sessions."""
     user = _find_user(username)
     with _problems_exit():
-        accounts.set_active(user, False)
+        admin.set_active(user, False)
     click.echo(f"disabled {user.username}")
 
 
@@ -230,7 +138,7 @@ def users_disable(username: str) -> None:
 def users_enable(username: str) -> None:
     """Let a disabled user log in again."""
     user = _find_user(username)
-    accounts.set_active(user, True)
+    admin.set_active(user, True)
     click.echo(f"enabled {user.username}")
 
 
@@ -243,7 +151,7 @@ def users_set_password(username: str, password_stdin: bool) -> None:
     user = _find_user(username)
     password = _read_password("New password", from_stdin=password_stdin)
     with _problems_exit():
-        accounts.set_password(user, password)
+        admin.set_password(user, password)
     click.echo(f"changed the password of {user.username}; their sessions are revoked")
 
 
@@ -258,7 +166,7 @@ def users_grant(username: str, role: str) -> None:
     if role in user.roles:
         click.echo(f"{user.username} already has the role {role}")
         return
-    accounts.set_roles(user, [*user.roles, role])
+    admin.set_roles(user, [*user.roles, role])
     click.echo(f"granted {role} to {user.username}; their sessions are revoked")
 
 
@@ -274,7 +182,7 @@ def users_revoke(username: str, role: str) -> None:
         click.echo(f"{user.username} does not have the role {role}")
         return
     with _problems_exit():
-        accounts.set_roles(user, [held for held in user.roles if held != role])
+        admin.set_roles(user, [held for held in user.roles if held != role])
     click.echo(f"revoked {role} from {user.username}; their sessions are revoked")
 
 
@@ -308,43 +216,6 @@ def sessions_prune(batch_size: int) -> None:
     click.echo(f"pruned {_count(pruned, 'session')}")
     counters = throttle.prune_counters()
     click.echo(f"pruned {_count(counters, 'expired throttle counter')}")
-
-
-@cli.group("keys")
-def keys_group() -> None:
-    """The signing keys of access tokens."""
-
-
-@keys_group.command("list")
-@with_appcontext
-def keys_list() -> None:
-    """List keys: kid, algorithm, state, when it signs, until when it verifies."""
-    for state in get_keys().states(clock.now()):
-        click.echo(
-            "\t".join(
-                [
-                    state.key.kid,
-                    state.key.algorithm,
-                    state.state,
-                    f"signs from {iso(state.key.activates_at)}",
-                    f"verifies until {iso(state.verifies_until)}"
-                    if state.verifies_until
-                    else "-",
-                ]
-            )
-        )
-
-
-@keys_group.command("rotate")
-@with_appcontext
-def keys_rotate() -> None:
-    """Publish a new key now; it signs after AUTHSVC_KEY_PUBLISH_DELAY seconds."""
-    delay = current_app.config["KEY_PUBLISH_DELAY"]
-    try:
-        kid = get_keys().rotate(clock.now(), delay)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"published key {kid}; it signs new tokens in {delay} seconds")
 
 
 def _find_user(username: str) -> User:
@@ -386,22 +257,3 @@ def _describe(problem: Problem) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
-
-
-@cli.command("export-openapi")
-@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@with_appcontext
-def export_openapi(path: Path | None) -> None:
-    """Write the OpenAPI document the app serves to PATH (default: stdout)."""
-    from .api import openapi_document
-
-    text = render_openapi(openapi_document(current_app._get_current_object()))  # type: ignore[attr-defined]
-    if path is None:
-        click.echo(text, nl=False)
-    else:
-        path.write_text(text)
-
-
-def render_openapi(document: dict[str, Any]) -> str:
-    """The stable text form of the OpenAPI document, as committed under openapi/."""
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"

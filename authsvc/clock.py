@@ -22,6 +22,11 @@ def now() -> datetime:
     return clock()
 
 
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``: how every answer and command writes a time."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def monotonic() -> float:
     """The app's monotonic seconds: ``config["MONOTONIC"]`` when a test set one."""
     tick: Callable[[], float] = current_app.config.get("MONOTONIC") or time.monotonic

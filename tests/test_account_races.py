@@ -14,7 +14,7 @@ import pytest
 from helpers import PASSWORD, bearer, problem
 from sqlalchemy import func, select
 
-from authsvc import accounts
+from authsvc import accounts, admin
 from authsvc.db import get_session
 from authsvc.models import AuthSession, User
 from authsvc.passwords import get_passwords
@@ -108,7 +108,7 @@ def test_a_rehash_during_a_password_change_does_not_undo_it(
 
     def set_password() -> None:
         with stronger.app_context():
-            accounts.set_password(accounts.find_user_by_name("alice"), NEW_PASSWORD)
+            admin.set_password(accounts.find_user_by_name("alice"), NEW_PASSWORD)
 
     during_next_login(stronger, set_password)
     raced = attempt(other)
@@ -135,17 +135,17 @@ def test_an_unraced_rehash_still_happens(app, client, register, make_app):
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda user: accounts.set_active(user, False), id="disable"),
+        pytest.param(lambda user: admin.set_active(user, False), id="disable"),
         pytest.param(
             lambda user: (
-                accounts.set_active(user, False),
-                accounts.set_active(user, True),
+                admin.set_active(user, False),
+                admin.set_active(user, True),
             ),
             id="disable-and-enable",
         ),
-        pytest.param(lambda user: accounts.set_roles(user, ["ops"]), id="roles"),
+        pytest.param(lambda user: admin.set_roles(user, ["ops"]), id="roles"),
         pytest.param(
-            lambda user: accounts.set_password(user, NEW_PASSWORD), id="set-password"
+            lambda user: admin.set_password(user, NEW_PASSWORD), id="set-password"
         ),
     ],
 )
@@ -162,11 +162,9 @@ def test_re_enabling_does_not_bring_back_a_session_that_raced_the_disabling(
     app, client, register, during_next_login
 ):
     register("alice")
-    during_next_login(
-        app, in_context(app, lambda user: accounts.set_active(user, False))
-    )
+    during_next_login(app, in_context(app, lambda user: admin.set_active(user, False)))
     assert_failed_as_unknown(client, attempt(client))
-    in_context(app, lambda user: accounts.set_active(user, True))()
+    in_context(app, lambda user: admin.set_active(user, True))()
     assert live_sessions(app) == 0
     assert attempt(client).status_code == 200
     assert live_sessions(app) == 1

@@ -86,12 +86,12 @@ def test_security_events_are_recorded(client, clock, audit_log):
 
 
 def test_disabling_an_account_is_recorded(app, client, audit_log):
-    from authsvc import accounts
+    from authsvc import accounts, admin
 
     client.post("/users", json={"username": "bob", "password": PASSWORD})
     with app.test_request_context():
         user = accounts.find_user_by_name("bob")
-        accounts.set_active(user, False)
+        admin.set_active(user, False)
     events = [r.audit["event"] for r in audit_log.records if hasattr(r, "audit")]
     assert "account_disabled" in events
 

@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV2SpecValidator
 
 from authsvc.api import openapi_document
-from authsvc.cli import render_openapi
+from authsvc.cli_service import render_openapi
 from authsvc.errors import CODES
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"

@@ -35,7 +35,7 @@ import schemathesis
 from helpers import PASSWORD, bearer
 from hypothesis import HealthCheck
 
-from authsvc import accounts
+from authsvc import accounts, admin
 from authsvc.errors import Problem
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -121,7 +121,7 @@ def admin_login(app) -> dict:
         except Problem:
             user = accounts.create_user(ADMIN, PASSWORD, roles=["admin"])
         if not user.is_active or user.roles != ["admin"]:
-            accounts.update_user(user, is_active=True, roles=["admin"])
+            admin.update_user(user, is_active=True, roles=["admin"])
     return login(app, ADMIN)
 
 

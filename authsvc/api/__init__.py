@@ -13,8 +13,8 @@ from flask_restx import Api
 from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
-from . import admin, health, keys, sessions, users
-from .models import problem_model, user_model
+from . import admin, health, sessions, tokens, users
+from .schemas import problem_model, user_model
 
 AUTHORIZATIONS = {
     "bearer": {
@@ -125,7 +125,7 @@ def create_api(app: Flask) -> Api:
     blueprint.after_request(protect_docs)
     for model in (problem_model, user_model):
         api.models[model.name] = model
-    for namespace in (sessions.ns, users.ns, admin.ns, keys.ns, health.ns):
+    for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns):
         api.add_namespace(namespace)
     app.register_blueprint(blueprint)
     return api

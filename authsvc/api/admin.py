@@ -7,19 +7,19 @@ from typing import Any, ClassVar
 from flask import Response
 from flask_restx import Namespace, Resource, fields
 
-from .. import accounts, sessions
+from .. import accounts, admin, sessions
 from ..auth import roles_required
+from ..clock import iso
 from ..models import User
-from .models import (
+from .payload import read_int_arg, read_json, read_text_arg
+from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
-    iso,
     no_content,
     problem_responses,
     user_json,
     user_model,
 )
-from .payload import read_int_arg, read_json, read_text_arg
 
 ns = Namespace("admin", description="User administration; needs the role `admin`.")
 
@@ -106,7 +106,7 @@ class AdminUsers(AdminResource):
         page = read_int_arg("page", default=1, minimum=1, maximum=MAX_PAGE)
         per_page = read_int_arg("per_page", default=50, minimum=1, maximum=MAX_PER_PAGE)
         query = read_text_arg("q", max_length=320)
-        users, total = accounts.list_users(query, page=page, per_page=per_page)
+        users, total = admin.list_users(query, page=page, per_page=per_page)
         return {"users": [admin_user_json(user) for user in users], "total": total}
 
 
@@ -140,7 +140,7 @@ class AdminUser(AdminResource):
         """
         body = read_json(user_patch_model)
         user = accounts.find_user(user_id)
-        accounts.update_user(
+        admin.update_user(
             user, is_active=body.get("is_active"), roles=body.get("roles")
         )
         return admin_user_json(user)

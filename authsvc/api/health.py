@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..db import get_db
 from ..errors import RETRY_AFTER_UNAVAILABLE
 from ..migrations import ensure_schema
-from .models import problem_responses
+from .schemas import problem_responses
 
 ns = Namespace(
     "health", description="Liveness and readiness for orchestrators.", path="/"

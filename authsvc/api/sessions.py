@@ -10,17 +10,17 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, sessions
 from ..auth import bearer_required
+from ..clock import iso
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH
-from .models import (
+from .payload import read_json
+from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     NullableString,
-    iso,
     no_content,
     problem_responses,
 )
-from .payload import read_json
 
 ns = Namespace("sessions", description="Log in, refresh and log out.", path="/")
 

@@ -12,7 +12,8 @@ from .. import accounts
 from ..auth import bearer_required
 from ..errors import Problem
 from ..passwords import MAX_PASSWORD_LENGTH
-from .models import (
+from .payload import checked, read_json, read_object
+from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     Email,
@@ -22,7 +23,6 @@ from .models import (
     user_json,
     user_model,
 )
-from .payload import checked, read_json, read_object
 
 ns = Namespace("users", description="Register and read your own account.", path="/")
 

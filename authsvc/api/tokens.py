@@ -1,4 +1,4 @@
-"""Keys: the public JWKS, token introspection (RFC 7662) and revocation (RFC 7009).
+"""Tokens: the public JWKS, token introspection (RFC 7662) and revocation (RFC 7009).
 
 These are for other services and clients that check or drop tokens without being
 the user: the JWKS lets any JOSE library verify access tokens locally.
@@ -17,8 +17,8 @@ from ..auth import bearer_token
 from ..errors import Problem
 from ..keys import get_keys
 from ..throttle import Kind, get_throttle
-from .models import TEXT_PATTERN, problem_responses
 from .payload import read_form_or_json
+from .schemas import TEXT_PATTERN, problem_responses
 
 ns = Namespace(
     "keys", description="Verify tokens elsewhere: JWKS, introspection.", path="/"

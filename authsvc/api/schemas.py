@@ -10,6 +10,7 @@ from flask import Response, current_app, has_app_context
 from flask_restx import Model, fields
 from flask_restx.utils import not_none
 
+from ..clock import iso
 from ..config import SETTINGS
 from ..errors import CODES
 from ..passwords import MAX_PASSWORD_LENGTH
@@ -144,11 +145,6 @@ def user_json(user: UserView) -> dict[str, Any]:
         "roles": list(user.roles),
         "created_at": iso(user.created_at),
     }
-
-
-def iso(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``."""
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def no_content() -> Response:

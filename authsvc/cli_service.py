@@ -1,0 +1,164 @@
+"""The ``authsvc`` commands that run the service: serve, db, keys, export-openapi."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from . import clock, migrations
+from .api import openapi_document
+from .db import get_db
+from .errors import database_unavailable
+from .keys import get_keys
+
+# The name log lines have always carried, which operators may filter on.
+log = logging.getLogger("authsvc.cli")
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The first line of the driver's message: no SQL, no parameters."""
+    lines = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    default=lambda: max(2, os.cpu_count() or 1),
+    show_default="number of CPUs, at least 2",
+    type=click.IntRange(1, 64),
+)
+@with_appcontext
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the API with gunicorn, migrating the schema first."""
+    # Only this command needs gunicorn; the app, built by every command and under
+    # any WSGI server, does without it.
+    from .server import run
+
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    migrated = not app.config["AUTO_MIGRATE"]
+    try:
+        if not migrated:
+            migrations.upgrade(app)
+            migrated = True
+        # Make or read the signing keys once, before the workers start, so a
+        # secret that cannot decrypt them stops the server here.
+        get_keys().states(clock.now())
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            raise
+        # Serve anyway: health checks and clients get 503 until the database
+        # answers, and each worker then migrates and loads the keys itself.
+        log.error(
+            "database unreachable at start: %s; serving 503 until it answers",
+            _reason(exc),
+        )
+        if not migrated:
+            migrations.defer_upgrade()
+    get_db().dispose()  # no connection of this process crosses a fork
+    if app.config["ENV"] == "development":
+        log.warning(
+            "development setup (AUTHSVC_ENV=development): database %s; "
+            "set AUTHSVC_ENV=production with a real secret and PostgreSQL to deploy",
+            app.config["DATABASE_URL"].split("@")[-1],
+        )
+    run(host=host, port=port, workers=workers)
+
+
+@click.group(cls=AppGroup)
+def db() -> None:
+    """Schema migrations (Alembic)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade(revision: str) -> None:
+    """Bring the schema to REVISION (default: the newest)."""
+    migrations.upgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@with_appcontext
+def db_downgrade(revision: str) -> None:
+    """Take the schema back to REVISION (``base`` removes it)."""
+    migrations.downgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
+
+
+@db.command("current")
+@with_appcontext
+def db_current() -> None:
+    """Print the revision the database is at."""
+    revision = migrations.current_revision(current_app._get_current_object())  # type: ignore[attr-defined]
+    click.echo(revision or "none")
+
+
+@click.group("keys", cls=AppGroup)
+def keys_group() -> None:
+    """The signing keys of access tokens."""
+
+
+@keys_group.command("list")
+@with_appcontext
+def keys_list() -> None:
+    """List keys: kid, algorithm, state, when it signs, until when it verifies."""
+    for state in get_keys().states(clock.now()):
+        click.echo(
+            "\t".join(
+                [
+                    state.key.kid,
+                    state.key.algorithm,
+                    state.state,
+                    f"signs from {clock.iso(state.key.activates_at)}",
+                    f"verifies until {clock.iso(state.verifies_until)}"
+                    if state.verifies_until
+                    else "-",
+                ]
+            )
+        )
+
+
+@keys_group.command("rotate")
+@with_appcontext
+def keys_rotate() -> None:
+    """Publish a new key now; it signs after AUTHSVC_KEY_PUBLISH_DELAY seconds."""
+    delay = current_app.config["KEY_PUBLISH_DELAY"]
+    try:
+        kid = get_keys().rotate(clock.now(), delay)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"published key {kid}; it signs new tokens in {delay} seconds")
+
+
+@click.command("export-openapi")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+def export_openapi(path: Path | None) -> None:
+    """Write the OpenAPI document the app serves to PATH (default: stdout)."""
+    text = render_openapi(openapi_document(current_app._get_current_object()))  # type: ignore[attr-defined]
+    if path is None:
+        click.echo(text, nl=False)
+    else:
+        path.write_text(text)
+
+
+def render_openapi(document: dict[str, Any]) -> str:
+    """The stable text form of the OpenAPI document, as committed under openapi/."""
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+#: What this module adds to the ``authsvc`` group.
+COMMANDS: tuple[click.Command, ...] = (serve, db, keys_group, export_openapi)
