@@ -19,8 +19,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import accounts, clock, migrations, sessions, throttle
 from .api.models import iso
 from .config import ConfigError
-from .db import defer_upgrade, get_db
-from .errors import Problem, database_unavailable
+from .db import database_unavailable, defer_upgrade, get_db
+from .errors import Problem
 from .keys import get_keys
 from .models import User
 

@@ -24,12 +24,19 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from . import clock
-from .errors import database_unavailable
+from .errors import Problem, Unavailable, translate_with
 
 log = logging.getLogger(__name__)
 
@@ -495,12 +502,42 @@ def _upgrade(app: Flask) -> None:
     log.info("the database answers: schema brought to the newest revision")
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Is ``error`` the database being unreachable, gone, or too slow (503)?
+
+    The driver's operational errors cover a refused or lost connection, a server
+    shutting down, and a statement cancelled by the statement timeout (psycopg's
+    ``QueryCanceled`` is one); they are worth retrying later, unlike a bad query.
+    """
+    if isinstance(error, DisconnectionError | PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    return error.connection_invalidated or isinstance(
+        error, OperationalError | InterfaceError
+    )
+
+
+#: The outage warning keeps the logger name operators have always seen it under.
+_outage_log = logging.getLogger("authsvc.errors")
+
+
+def outage_problem(error: BaseException) -> Problem | None:
+    """The 503 a request meeting an unavailable database answers; else ``None``."""
+    if not database_unavailable(error):
+        return None
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    _outage_log.warning("database unavailable: %s", type(cause).__name__)
+    return Unavailable()
+
+
 def init_app(app: Flask) -> None:
     """Create the app's engine and close each context's session at teardown."""
     app.extensions["authsvc.db"] = Database(
         app.config["DATABASE_URL"], statement_timeout=app.config["DB_STATEMENT_TIMEOUT"]
     )
     app.teardown_appcontext(_close_session)
+    translate_with(app, outage_problem)
     if _upgrade_pending:
         app.before_request(_upgrade_if_pending)
 

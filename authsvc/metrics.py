@@ -13,7 +13,6 @@ included. The live-session gauge is not kept by any worker, so it is never summe
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -34,9 +33,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import clock
+from .bearer import check_static_bearer
 from .config import ConfigError
 from .db import get_session
-from .errors import Problem
 from .models import AuthSession
 
 log = logging.getLogger(__name__)
@@ -192,29 +191,11 @@ def metrics_endpoint() -> Response:
     """``GET /metrics``: every metric, in the Prometheus text format."""
     token = current_app.config["METRICS_TOKEN"]
     if token:
-        _check_token(token)
+        check_static_bearer(token, "metrics")
     metrics: Metrics = current_app.extensions[EXTENSION]
     return current_app.response_class(
         generate_latest(metrics.registry), content_type=CONTENT_TYPE
     )
-
-
-def _check_token(token: str) -> None:
-    # auth -> sessions -> audit -> metrics: imported here, not above, to end the loop.
-    from .auth import bearer_token
-
-    presented = bearer_token(request)
-    challenge = 'Bearer realm="authsvc"'
-    if presented is None:
-        raise Problem(
-            "authentication_required", headers={"WWW-Authenticate": challenge}
-        )
-    if not hmac.compare_digest(presented.encode(), token.encode()):
-        raise Problem(
-            "invalid_token",
-            "The metrics credential is not valid.",
-            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
-        )
 
 
 def _use_shared_values() -> None:

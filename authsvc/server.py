@@ -22,7 +22,7 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess
 
 from .edge import SECURITY_HEADERS
-from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Problem, problem_body
+from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Code, HTTPError, problem_body
 from .logs import JsonFormatter
 from .metrics import MULTIPROCESS_ENV
 
@@ -47,12 +47,12 @@ _READ_BY_PARSER = re.compile(rb"\n(?:transfer-encoding|expect)[ \t]*:", re.I)
 def write_problem(client: socket.socket, status: int, reason: str, _mesg: str) -> None:
     """Answer an unreadable request as problem+json, not gunicorn's HTML page."""
     if status == 400:
-        code = "invalid_request"
+        code = Code.INVALID_REQUEST
     else:
-        code = HTTP_CODES.get(status, "internal_error" if status >= 500 else "")
-    problem = Problem(
-        code or "invalid_request", "The request is not valid HTTP.", status=status
-    )
+        code = HTTP_CODES.get(
+            status, Code.INTERNAL_ERROR if status >= 500 else Code.INVALID_REQUEST
+        )
+    problem = HTTPError(status, "The request is not valid HTTP.", code=code)
     body = json.dumps(problem_body(problem)).encode()
     head = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from . import clock
 from .db import Database, DriverStatement, UTCDateTime, get_db
-from .errors import Problem
+from .errors import Problem, RateLimited
 from .models import ThrottleCounter
 
 log = logging.getLogger(__name__)
@@ -256,11 +256,7 @@ class Throttle:
                 self._release(reserved)
                 window = limit.get_expiry()
                 retry_after = min(window, max(1, math.ceil(remaining)))
-                raise Problem(
-                    "rate_limited",
-                    "Too many attempts; try again later.",
-                    headers={"Retry-After": str(retry_after)},
-                )
+                raise RateLimited(retry_after, "Too many attempts; try again later.")
         return reserved
 
     def _release(self, reserved: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ from flask import Response
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, sessions
-from ..auth import roles_required
+from ..bearer import roles_required
 from ..models import User
 from .models import (
     AUTHENTICATION_ERRORS,
