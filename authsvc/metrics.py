@@ -2,8 +2,8 @@
 
 Requests are counted and timed per route (the URL rule, never the raw path, so
 ids in paths do not make new series), method and status. Logins, refreshes and
-refresh reuse are counted from the audit trail (:func:`count_event`). Live
-sessions are counted by the database at each scrape.
+refresh reuse are counted from the audit trail, whose events :func:`count_event`
+subscribes to. Live sessions are counted by the database at each scrape.
 
 Under gunicorn each worker is its own process. With ``PROMETHEUS_MULTIPROC_DIR``
 set (``authsvc serve`` sets it) every worker keeps its counts in files there and a
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, current_app, g, has_app_context, request
@@ -32,7 +32,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import clock
+from . import audit, clock
 from .bearer import check_static_bearer
 from .config import ConfigError
 from .db import get_session
@@ -62,6 +62,8 @@ class Metrics:
     refreshes: Counter
     reuse: Counter
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: The counter, labelled if need be, each counted audit event adds one to.
+    events: dict[str, Counter] = field(default_factory=dict)
     #: The request counter and histogram of each label set, looked up once.
     _per_request: dict[tuple[str, str, str], tuple[Counter, Histogram]] = field(
         default_factory=dict
@@ -76,18 +78,6 @@ class Metrics:
             found = self.requests.labels(*labels), self.latency.labels(*labels)
             self._per_request[labels] = found
         return found
-
-    def counter_for(self, event: str) -> Counter | None:
-        """The counter, labelled if need be, that an audit event adds one to."""
-        if event == "login_succeeded":
-            return self.logins.labels(outcome="success")
-        if event == "login_failed":
-            return self.logins.labels(outcome="failure")
-        if event == "refreshed":
-            return self.refreshes
-        if event == "refresh_reuse_detected":
-            return self.reuse
-        return None
 
 
 def make_metrics() -> Metrics:
@@ -123,9 +113,13 @@ def make_metrics() -> Metrics:
             registry=None,
         ),
     )
-    # Present from the start, so rate() has a zero to begin from.
-    for outcome in ("success", "failure"):
-        metrics.logins.labels(outcome=outcome)
+    # Labelled once, here, so rate() has a zero to begin from.
+    metrics.events = {
+        "login_succeeded": metrics.logins.labels(outcome="success"),
+        "login_failed": metrics.logins.labels(outcome="failure"),
+        "refreshed": metrics.refreshes,
+        "refresh_reuse_detected": metrics.reuse,
+    }
     return metrics
 
 
@@ -154,12 +148,12 @@ class LiveSessionsCollector:
         yield gauge
 
 
-def count_event(event: str) -> None:
+def count_event(event: str, _fields: Mapping[str, object]) -> None:
     """Count an audit event that has a metric; the audit trail calls this."""
     if not has_app_context():
         return
     metrics: Metrics | None = current_app.extensions.get(EXTENSION)
-    counter = metrics.counter_for(event) if metrics is not None else None
+    counter = metrics.events.get(event) if metrics is not None else None
     if counter is not None:
         counter.inc()
 
@@ -230,6 +224,7 @@ def init_app(app: Flask) -> None:
             metrics.registry.register(instrument)
     metrics.registry.register(LiveSessionsCollector())
     app.extensions[EXTENSION] = metrics
+    audit.subscribe(count_event)
     app.before_request(start_timer)
     app.after_request(observe_request)
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])
