@@ -6,9 +6,11 @@ refresh reuse are counted from the audit trail, whose events :func:`count_event`
 subscribes to. Live sessions are counted by the database at each scrape.
 
 Under gunicorn each worker is its own process. With ``PROMETHEUS_MULTIPROC_DIR``
-set (``authsvc serve`` sets it) every worker keeps its counts in files there and a
-scrape, whichever worker answers it, adds up those of every worker, dead ones
-included. The live-session gauge is not kept by any worker, so it is never summed.
+set (``authsvc serve`` sets it before it builds any app: prometheus_client picks
+in-process or file-backed values once, on import) every worker keeps its counts in
+files there and a scrape, whichever worker answers it, adds up those of every
+worker, dead ones included. The live-session gauge is not kept by any worker, so
+it is never summed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
@@ -192,23 +193,12 @@ def metrics_endpoint() -> Response:
     )
 
 
-def _use_shared_values() -> None:
-    # prometheus_client picks in-process or file-backed values once, when it is
-    # first imported. `authsvc serve` loads the app, and so the library, before it
-    # sets the folder for its workers: pick again, once per process (a second
-    # pick would open the same files twice).
-    if values.ValueClass is values.MutexValue:
-        values.ValueClass = values.get_value_class()
-
-
 def init_app(app: Flask) -> None:
     """Count and time every request, and serve ``GET /metrics``."""
     # prometheus_client goes by the variable's presence, so an empty one counts.
     folder = os.environ.get(MULTIPROCESS_ENV)
-    if folder is not None:
-        if not os.path.isdir(folder):
-            raise ConfigError(f"{MULTIPROCESS_ENV} is not a directory: {folder!r}")
-        _use_shared_values()
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"{MULTIPROCESS_ENV} is not a directory: {folder!r}")
     metrics = make_metrics()
     if folder is not None:
         # Every worker's files, this one's included; the instruments write them.

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import selectors
-import shutil
 import socket
-import tempfile
 import time
 from functools import partial
 from http import HTTPStatus
@@ -24,7 +21,6 @@ from prometheus_client import multiprocess
 from .edge import SECURITY_HEADERS
 from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Code, HTTPError, problem_body
 from .logs import JsonFormatter
-from .metrics import MULTIPROCESS_ENV
 
 #: Seconds a connection has to send its request line, headers and a body of
 #: declared length, before it is closed unanswered.
@@ -223,14 +219,6 @@ def run(*, host: str, port: int, workers: int) -> None:
     }
     if has_app_context() and current_app.config["LOG_FORMAT"] == "json":
         options["logger_class"] = JsonLogger
-    # The workers' metric files: fresh for each run, as prometheus_client asks, so
-    # counts start at zero; set before any worker starts, removed at the end.
-    folder = tempfile.mkdtemp(prefix="authsvc-metrics-")
-    os.environ[MULTIPROCESS_ENV] = folder
-    master = os.getpid()
-    try:
-        Server(options).run()
-    finally:
-        # Workers leave through here too (gunicorn ends them with SystemExit).
-        if os.getpid() == master:
-            shutil.rmtree(folder, ignore_errors=True)
+    # The workers' metrics folder was named by `authsvc serve` before it built its
+    # app (and so before prometheus_client chose how to keep values).
+    Server(options).run()
