@@ -7,11 +7,11 @@ from typing import Any
 
 from flask import Flask
 
-from .config import load_config
-
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the service: settings first, then each part registers itself."""
+    # The modules it wires are imported here, as in Flask's tutorial: importing the
+    # package alone (for the companion, authsvc.resource) loads none of them.
     from . import (
         api,
         auth,
@@ -27,6 +27,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         sessions,
         throttle,
     )
+    from .config import load_config
 
     settings = load_config(config)
     app = Flask(__name__, instance_path=settings["INSTANCE_PATH"])

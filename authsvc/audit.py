@@ -2,20 +2,30 @@
 
 Records go to the ``authsvc.audit`` logger with the event, the user, the session
 and the client address; the log format (text or JSON) decides how they look.
-Events with a metric of their own (logins, refreshes, refresh reuse) are counted
-here too, so the metrics and the trail never disagree.
+Other parts (the metrics) :func:`subscribe` to the events, so the trail and what
+they count never disagree, and this module needs none of them.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Mapping
 
 from flask import has_request_context, request
 
-from . import metrics
-
 log = logging.getLogger("authsvc.audit")
+
+#: Called with each event's name and fields, after its record is written.
+Subscriber = Callable[[str, Mapping[str, object]], None]
+_subscribers: list[Subscriber] = []
+
+
+def subscribe(subscriber: Subscriber) -> None:
+    """Have ``subscriber`` called with every event recorded from now on, once."""
+    # Each app built subscribes again: one call per event all the same.
+    if subscriber not in _subscribers:
+        _subscribers.append(subscriber)
 
 
 def record(
@@ -35,4 +45,5 @@ def record(
     }
     text = " ".join(f"{name}={value}" for name, value in fields.items() if value)
     log.info("audit %s", text, extra={"audit": fields})
-    metrics.count_event(event)
+    for subscriber in _subscribers:
+        subscriber(event, fields)

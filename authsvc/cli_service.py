@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from . import clock, migrations
 from .api import openapi_document
-from .db import get_db
-from .errors import database_unavailable
+from .db import database_unavailable, get_db
 from .keys import get_keys
 
 # The name log lines have always carried, which operators may filter on.
@@ -29,6 +33,37 @@ def _reason(exc: SQLAlchemyError) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+#: prometheus_client's variable for its multiprocess folder (metrics.py reads it).
+METRICS_FOLDER_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _metrics_folder_first(command: Callable[..., None]) -> Callable[..., None]:
+    """Give the workers a fresh metrics folder, named before the app is built.
+
+    prometheus_client picks in-process or file-backed values once, when it is
+    first imported, and building the app imports it: so the folder comes first.
+    It is fresh for each run, as prometheus_client asks, so counts start at zero,
+    and removed at the end.
+    """
+
+    @wraps(command)
+    def with_folder(*args: object, **kwargs: object) -> None:
+        if "prometheus_client" in sys.modules:
+            # Under `flask --app authsvc serve` the app is built before this runs.
+            log.warning("metrics are counted per worker: start with `authsvc serve`")
+        folder = tempfile.mkdtemp(prefix="authsvc-metrics-")
+        os.environ[METRICS_FOLDER_ENV] = folder
+        master = os.getpid()
+        try:
+            command(*args, **kwargs)
+        finally:
+            # Workers leave through here too (gunicorn ends them with SystemExit).
+            if os.getpid() == master:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    return with_folder
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
@@ -38,6 +73,7 @@ def _reason(exc: SQLAlchemyError) -> str:
     show_default="number of CPUs, at least 2",
     type=click.IntRange(1, 64),
 )
+@_metrics_folder_first
 @with_appcontext
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the API with gunicorn, migrating the schema first."""

@@ -9,6 +9,7 @@ everything else uses the ORM session (:func:`get_session`, or a sessionmaker of
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +26,19 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from . import driver
 from .driver import DriverStatement, DriverTransaction, WriterQueue
+from .errors import Problem, Unavailable, translate_with
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -221,12 +230,42 @@ class Database:
             self._writers.close()
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Is ``error`` the database being unreachable, gone, or too slow (503)?
+
+    The driver's operational errors cover a refused or lost connection, a server
+    shutting down, and a statement cancelled by the statement timeout (psycopg's
+    ``QueryCanceled`` is one); they are worth retrying later, unlike a bad query.
+    """
+    if isinstance(error, DisconnectionError | PoolTimeout):
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    return error.connection_invalidated or isinstance(
+        error, OperationalError | InterfaceError
+    )
+
+
+#: The outage warning keeps the logger name operators have always seen it under.
+_outage_log = logging.getLogger("authsvc.errors")
+
+
+def outage_problem(error: BaseException) -> Problem | None:
+    """The 503 a request meeting an unavailable database answers; else ``None``."""
+    if not database_unavailable(error):
+        return None
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    _outage_log.warning("database unavailable: %s", type(cause).__name__)
+    return Unavailable()
+
+
 def init_app(app: Flask) -> None:
     """Create the app's engine and close each context's session at teardown."""
     app.extensions["authsvc.db"] = Database(
         app.config["DATABASE_URL"], statement_timeout=app.config["DB_STATEMENT_TIMEOUT"]
     )
     app.teardown_appcontext(_close_session)
+    translate_with(app, outage_problem)
 
 
 def get_db() -> Database:

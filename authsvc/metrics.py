@@ -2,22 +2,23 @@
 
 Requests are counted and timed per route (the URL rule, never the raw path, so
 ids in paths do not make new series), method and status. Logins, refreshes and
-refresh reuse are counted from the audit trail (:func:`count_event`). Live
-sessions are counted by the database at each scrape.
+refresh reuse are counted from the audit trail, whose events :func:`count_event`
+subscribes to. Live sessions are counted by the database at each scrape.
 
 Under gunicorn each worker is its own process. With ``PROMETHEUS_MULTIPROC_DIR``
-set (``authsvc serve`` sets it) every worker keeps its counts in files there and a
-scrape, whichever worker answers it, adds up those of every worker, dead ones
-included. The live-session gauge is not kept by any worker, so it is never summed.
+set (``authsvc serve`` sets it before it builds any app: prometheus_client picks
+in-process or file-backed values once, on import) every worker keeps its counts in
+files there and a scrape, whichever worker answers it, adds up those of every
+worker, dead ones included. The live-session gauge is not kept by any worker, so
+it is never summed.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, current_app, g, has_app_context, request
@@ -27,16 +28,15 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import clock
+from . import audit, clock
+from .bearer import check_static_bearer
 from .config import ConfigError
 from .db import get_session
-from .errors import Problem
 from .models import AuthSession
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class Metrics:
     refreshes: Counter
     reuse: Counter
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: The counter, labelled if need be, each counted audit event adds one to.
+    events: dict[str, Counter] = field(default_factory=dict)
     #: The request counter and histogram of each label set, looked up once.
     _per_request: dict[tuple[str, str, str], tuple[Counter, Histogram]] = field(
         default_factory=dict
@@ -77,18 +79,6 @@ class Metrics:
             found = self.requests.labels(*labels), self.latency.labels(*labels)
             self._per_request[labels] = found
         return found
-
-    def counter_for(self, event: str) -> Counter | None:
-        """The counter, labelled if need be, that an audit event adds one to."""
-        if event == "login_succeeded":
-            return self.logins.labels(outcome="success")
-        if event == "login_failed":
-            return self.logins.labels(outcome="failure")
-        if event == "refreshed":
-            return self.refreshes
-        if event == "refresh_reuse_detected":
-            return self.reuse
-        return None
 
 
 def make_metrics() -> Metrics:
@@ -124,9 +114,13 @@ def make_metrics() -> Metrics:
             registry=None,
         ),
     )
-    # Present from the start, so rate() has a zero to begin from.
-    for outcome in ("success", "failure"):
-        metrics.logins.labels(outcome=outcome)
+    # Labelled once, here, so rate() has a zero to begin from.
+    metrics.events = {
+        "login_succeeded": metrics.logins.labels(outcome="success"),
+        "login_failed": metrics.logins.labels(outcome="failure"),
+        "refreshed": metrics.refreshes,
+        "refresh_reuse_detected": metrics.reuse,
+    }
     return metrics
 
 
@@ -155,12 +149,12 @@ class LiveSessionsCollector:
         yield gauge
 
 
-def count_event(event: str) -> None:
+def count_event(event: str, _fields: Mapping[str, object]) -> None:
     """Count an audit event that has a metric; the audit trail calls this."""
     if not has_app_context():
         return
     metrics: Metrics | None = current_app.extensions.get(EXTENSION)
-    counter = metrics.counter_for(event) if metrics is not None else None
+    counter = metrics.events.get(event) if metrics is not None else None
     if counter is not None:
         counter.inc()
 
@@ -192,48 +186,19 @@ def metrics_endpoint() -> Response:
     """``GET /metrics``: every metric, in the Prometheus text format."""
     token = current_app.config["METRICS_TOKEN"]
     if token:
-        _check_token(token)
+        check_static_bearer(token, "metrics")
     metrics: Metrics = current_app.extensions[EXTENSION]
     return current_app.response_class(
         generate_latest(metrics.registry), content_type=CONTENT_TYPE
     )
 
 
-def _check_token(token: str) -> None:
-    # auth -> sessions -> audit -> metrics: imported here, not above, to end the loop.
-    from .auth import bearer_token
-
-    presented = bearer_token(request)
-    challenge = 'Bearer realm="authsvc"'
-    if presented is None:
-        raise Problem(
-            "authentication_required", headers={"WWW-Authenticate": challenge}
-        )
-    if not hmac.compare_digest(presented.encode(), token.encode()):
-        raise Problem(
-            "invalid_token",
-            "The metrics credential is not valid.",
-            headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
-        )
-
-
-def _use_shared_values() -> None:
-    # prometheus_client picks in-process or file-backed values once, when it is
-    # first imported. `authsvc serve` loads the app, and so the library, before it
-    # sets the folder for its workers: pick again, once per process (a second
-    # pick would open the same files twice).
-    if values.ValueClass is values.MutexValue:
-        values.ValueClass = values.get_value_class()
-
-
 def init_app(app: Flask) -> None:
     """Count and time every request, and serve ``GET /metrics``."""
     # prometheus_client goes by the variable's presence, so an empty one counts.
     folder = os.environ.get(MULTIPROCESS_ENV)
-    if folder is not None:
-        if not os.path.isdir(folder):
-            raise ConfigError(f"{MULTIPROCESS_ENV} is not a directory: {folder!r}")
-        _use_shared_values()
+    if folder is not None and not os.path.isdir(folder):
+        raise ConfigError(f"{MULTIPROCESS_ENV} is not a directory: {folder!r}")
     metrics = make_metrics()
     if folder is not None:
         # Every worker's files, this one's included; the instruments write them.
@@ -249,6 +214,7 @@ def init_app(app: Flask) -> None:
             metrics.registry.register(instrument)
     metrics.registry.register(LiveSessionsCollector())
     app.extensions[EXTENSION] = metrics
+    audit.subscribe(count_event)
     app.before_request(start_timer)
     app.after_request(observe_request)
     app.add_url_rule("/metrics", "metrics", metrics_endpoint, methods=["GET"])

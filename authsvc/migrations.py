@@ -29,8 +29,7 @@ from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from . import clock
 from .config import UPGRADE_PENDING_ENV
-from .db import get_db
-from .errors import database_unavailable
+from .db import database_unavailable, get_db
 
 # The put-off upgrade's line keeps the logger name it has always had.
 log = logging.getLogger("authsvc.db")

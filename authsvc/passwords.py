@@ -13,7 +13,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import Flask, current_app
 
-from .errors import Problem
+from .errors import Busy
 
 #: Longest password accepted, checked before any hashing work is done.
 MAX_PASSWORD_LENGTH = 1024
@@ -64,11 +64,7 @@ class Passwords:
     @contextmanager
     def _slot(self) -> Iterator[None]:
         if not self._slots.acquire(timeout=self._wait):
-            raise Problem(
-                "service_unavailable",
-                "Too many logins at once; try again shortly.",
-                headers={"Retry-After": "1"},
-            )
+            raise Busy(1, "Too many logins at once; try again shortly.")
         try:
             yield
         finally:

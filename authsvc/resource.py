@@ -30,26 +30,26 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import jwt
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, g, request
 from flask_login import UserMixin, current_user, login_required
 from flask_login.config import EXEMPT_METHODS
 
-from .auth import (
+from . import bearer
+from .bearer import (
+    ACCESS_TOKEN_TYPES,
     INSUFFICIENT_SCOPE_CHALLENGE,
     BearerLoginManager,
-    NoCookieSessionInterface,
     bearer_token,
     roles_guard,
     www_authenticate,
 )
-from .errors import Problem
+from .errors import AuthFailed, Code, Problem, problem_response
 
 #: Algorithms authsvc signs with; HS256 tokens cannot be verified without the secret.
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
-PROBLEM_MIMETYPE = "application/problem+json"
 HTTP_TIMEOUT = 5
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -142,15 +142,13 @@ class ResourceServer:
 
     def init_app(self, app: Flask) -> None:
         """Install the bearer-token login on ``app``; it never sets a cookie."""
-        self.login_manager.init_app(app)
-        self.login_manager.session_protection = None
-        app.session_interface = NoCookieSessionInterface()
+        bearer.install(app, self.login_manager)
         app.extensions["authsvc.resource"] = self
 
     def verify(self, token: str) -> dict[str, Any]:
         """Return the claims of a valid authsvc access token; raise ``PyJWTError``."""
         header = jwt.get_unverified_header(token)
-        if str(header.get("typ", "")).lower() not in {"at+jwt", "application/at+jwt"}:
+        if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
             raise jwt.InvalidTokenError("not an access token")
         key = self.keys.get(str(header.get("kid")))
         if key is None or key.algorithm_name not in self.algorithms:
@@ -177,7 +175,7 @@ class ResourceServer:
                 return self._unauthorized()
             return view(*args, **kwargs)
 
-        return login_required(guarded)  # type: ignore[return-value]
+        return cast(View, login_required(guarded))
 
     def _load_user(self, req: Any) -> TokenUser | None:
         try:
@@ -208,9 +206,9 @@ class ResourceServer:
         )
 
     def _unauthorized(self) -> Response:
-        code = g.get("authsvc_problem", "authentication_required")
-        status = 400 if code == "invalid_request" else 401
-        return _problem(status, code, {"WWW-Authenticate": www_authenticate(code)})
+        code = g.get("authsvc_problem", Code.AUTHENTICATION_REQUIRED)
+        # Answered, not raised: the host app has error handlers of its own.
+        return problem_response(AuthFailed(code, www_authenticate(code), _detail(code)))
 
     def _is_active(self, token: str) -> bool:
         if not self.introspection_url:
@@ -233,8 +231,9 @@ def roles_required(*roles: str) -> Callable[[View], View]:
 
 
 def _insufficient_scope() -> Response:
-    challenge = {"WWW-Authenticate": INSUFFICIENT_SCOPE_CHALLENGE}
-    return _problem(403, "insufficient_scope", challenge)
+    code = Code.INSUFFICIENT_SCOPE
+    challenge = INSUFFICIENT_SCOPE_CHALLENGE
+    return problem_response(AuthFailed(code, challenge, _detail(code)))
 
 
 def _http_url(url: str) -> str:
@@ -243,17 +242,6 @@ def _http_url(url: str) -> str:
     return url
 
 
-def _problem(status: int, code: str, headers: dict[str, str]) -> Response:
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
-    body = {
-        "type": "about:blank",
-        "title": titles[status],
-        "status": status,
-        "detail": code.replace("_", " ").capitalize() + ".",
-        "code": code,
-    }
-    response = current_app.response_class(
-        json.dumps(body), status=status, mimetype=PROBLEM_MIMETYPE
-    )
-    response.headers.update(headers)
-    return response
+def _detail(code: str) -> str:
+    # The companion's own wording since its first release, kept for its clients.
+    return code.replace("_", " ").capitalize() + "."

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import selectors
-import shutil
 import socket
-import tempfile
 import time
 from functools import partial
 from http import HTTPStatus
@@ -22,9 +19,8 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess
 
 from .edge import SECURITY_HEADERS
-from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Problem, problem_body
+from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Code, HTTPError, problem_body
 from .logs import JsonFormatter
-from .metrics import MULTIPROCESS_ENV
 
 #: Seconds a connection has to send its request line, headers and a body of
 #: declared length, before it is closed unanswered.
@@ -47,12 +43,12 @@ _READ_BY_PARSER = re.compile(rb"\n(?:transfer-encoding|expect)[ \t]*:", re.I)
 def write_problem(client: socket.socket, status: int, reason: str, _mesg: str) -> None:
     """Answer an unreadable request as problem+json, not gunicorn's HTML page."""
     if status == 400:
-        code = "invalid_request"
+        code = Code.INVALID_REQUEST
     else:
-        code = HTTP_CODES.get(status, "internal_error" if status >= 500 else "")
-    problem = Problem(
-        code or "invalid_request", "The request is not valid HTTP.", status=status
-    )
+        code = HTTP_CODES.get(
+            status, Code.INTERNAL_ERROR if status >= 500 else Code.INVALID_REQUEST
+        )
+    problem = HTTPError(status, "The request is not valid HTTP.", code=code)
     body = json.dumps(problem_body(problem)).encode()
     head = [
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
@@ -223,14 +219,6 @@ def run(*, host: str, port: int, workers: int) -> None:
     }
     if has_app_context() and current_app.config["LOG_FORMAT"] == "json":
         options["logger_class"] = JsonLogger
-    # The workers' metric files: fresh for each run, as prometheus_client asks, so
-    # counts start at zero; set before any worker starts, removed at the end.
-    folder = tempfile.mkdtemp(prefix="authsvc-metrics-")
-    os.environ[MULTIPROCESS_ENV] = folder
-    master = os.getpid()
-    try:
-        Server(options).run()
-    finally:
-        # Workers leave through here too (gunicorn ends them with SystemExit).
-        if os.getpid() == master:
-            shutil.rmtree(folder, ignore_errors=True)
+    # The workers' metrics folder was named by `authsvc serve` before it built its
+    # app (and so before prometheus_client chose how to keep values).
+    Server(options).run()

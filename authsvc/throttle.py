@@ -24,7 +24,7 @@ from limits import RateLimitItem, parse_many
 
 from . import clock, throttle_store
 from .db import get_db
-from .errors import Problem
+from .errors import Problem, RateLimited
 from .throttle_store import Counters, DatabaseCounters, RedisCounters
 
 
@@ -143,11 +143,7 @@ class Throttle:
                 _release(self.counters, reserved)
                 window = limit.get_expiry()
                 retry_after = min(window, max(1, math.ceil(remaining)))
-                raise Problem(
-                    "rate_limited",
-                    "Too many attempts; try again later.",
-                    headers={"Retry-After": str(retry_after)},
-                )
+                raise RateLimited(retry_after, "Too many attempts; try again later.")
         return reserved
 
 

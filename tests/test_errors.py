@@ -174,3 +174,49 @@ def test_every_error_code_is_in_the_readme_table():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for code, (status, _detail) in CODES.items():
         assert f"| `{code}` | {status} |" in readme, code
+
+
+def test_an_unknown_code_cannot_be_raised():
+    from authsvc.errors import Problem
+
+    with pytest.raises(ValueError, match="no_such_code"):
+        Problem("no_such_code")
+
+
+def test_codes_are_their_strings_and_the_table_takes_either():
+    from authsvc.errors import CODES, Code, Problem
+
+    assert set(CODES) == set(Code)
+    assert Code.INVALID_TOKEN == "invalid_token"
+    expected = (401, "The access token is not valid.")
+    assert CODES["invalid_token"] == CODES[Code.INVALID_TOKEN] == expected
+    problem = Problem("invalid_token")
+    assert (problem.code, problem.status) == (Code.INVALID_TOKEN, 401)
+
+
+@pytest.mark.parametrize(
+    ("raise_it", "status", "code", "headers"),
+    [
+        (lambda e: e.RateLimited(7), 429, "rate_limited", {"Retry-After": "7"}),
+        (lambda e: e.Busy(1), 503, "service_unavailable", {"Retry-After": "1"}),
+        (lambda e: e.Unavailable(), 503, "service_unavailable", {"Retry-After": "5"}),
+        (
+            lambda e: e.AuthFailed("invalid_token", 'Bearer realm="x"'),
+            401,
+            "invalid_token",
+            {"WWW-Authenticate": 'Bearer realm="x"'},
+        ),
+        (lambda e: e.Problem("not_found"), 404, "not_found", {}),
+    ],
+)
+def test_typed_errors_carry_data_the_renderer_makes_headers_of(
+    app, raise_it, status, code, headers
+):
+    from authsvc import errors
+
+    with app.test_request_context():
+        response = errors.handle_error(raise_it(errors))
+    assert (response.status_code, response.json["code"]) == (status, code)
+    assert response.mimetype == errors.PROBLEM_MIMETYPE
+    for name in ("Retry-After", "WWW-Authenticate", "Allow"):
+        assert response.headers.get(name) == headers.get(name), name

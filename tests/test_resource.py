@@ -784,3 +784,20 @@ def test_introspection_needs_its_secret():
             jwks_url="https://auth.example.com/.well-known/jwks.json",
             introspection_url="https://auth.example.com/introspect",
         )
+
+
+def test_importing_the_companion_loads_nothing_of_the_service(tmp_path):
+    script = "import json, sys, authsvc.resource; print(json.dumps(list(sys.modules)))"
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    ours = {name for name in loaded if name.split(".")[0] == "authsvc"}
+    assert ours == {"authsvc", "authsvc.bearer", "authsvc.errors", "authsvc.resource"}
+    roots = {name.split(".")[0] for name in loaded}
+    assert not roots & {"sqlalchemy", "prometheus_client"}

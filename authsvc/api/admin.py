@@ -8,7 +8,7 @@ from flask import Response
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, admin, sessions
-from ..auth import roles_required
+from ..bearer import roles_required
 from ..clock import iso
 from ..models import User
 from .payload import read_int_arg, read_json, read_text_arg

@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts, sessions
-from ..auth import bearer_required
+from ..bearer import bearer_required
 from ..clock import iso
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH

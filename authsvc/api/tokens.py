@@ -6,14 +6,13 @@ the user: the JWKS lets any JOSE library verify access tokens locally.
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from flask import current_app, request
 from flask_restx import Namespace, Resource, fields
 
 from .. import clock, introspection
-from ..auth import bearer_token
+from ..bearer import check_static_bearer
 from ..errors import Problem
 from ..keys import get_keys
 from ..throttle import Kind, get_throttle
@@ -141,15 +140,4 @@ def _check_introspection_secret() -> None:
         raise Problem("not_found", "Introspection is not enabled.")
     # Wrong credentials are throttled per address, as failed logins are.
     with get_throttle().attempt(Kind.INTROSPECTION, request.remote_addr):
-        presented = bearer_token(request)
-        challenge = 'Bearer realm="authsvc"'
-        if presented is None:
-            raise Problem(
-                "authentication_required", headers={"WWW-Authenticate": challenge}
-            )
-        if not hmac.compare_digest(presented.encode(), secret.encode()):
-            raise Problem(
-                "invalid_token",
-                "The introspection credential is not valid.",
-                headers={"WWW-Authenticate": f'{challenge}, error="invalid_token"'},
-            )
+        check_static_bearer(secret, "introspection")

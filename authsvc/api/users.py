@@ -9,7 +9,7 @@ from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
 from .. import accounts
-from ..auth import bearer_required
+from ..bearer import bearer_required
 from ..errors import Problem
 from ..passwords import MAX_PASSWORD_LENGTH
 from .payload import checked, read_json, read_object
