@@ -18,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess
 
+from . import create_app
 from .edge import SECURITY_HEADERS
 from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Code, HTTPError, problem_body
 from .logs import JsonFormatter
@@ -182,8 +183,6 @@ class Server(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Flask:
         # Each worker builds its own app, so no database connection crosses a fork.
-        from . import create_app
-
         return create_app()
 
 
