@@ -14,10 +14,11 @@ import os
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, Executable
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import ClauseElement, Engine, Executable
+from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 class WriterQueue:
@@ -65,7 +66,10 @@ class DriverStatement:
 
     def __init__(self, engine: Engine, statement: Executable) -> None:
         dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
+        # Every Executable given here is a select or a write: a ClauseElement, which
+        # compiles to SQL.
+        clause = cast(ClauseElement, statement)
+        compiled = cast(SQLCompiler, clause.compile(dialect=dialect))
         self.engine = engine
         self.sql = compiled.string
         #: Bind names in the order of the statement's placeholders, or ``None``
@@ -91,7 +95,7 @@ class DriverStatement:
             for column in columns
         ]
         # The fields are known only here, at run time.
-        self.row = namedtuple(  # type: ignore[misc]
+        self.row: Any = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in columns]
         )
 
@@ -170,7 +174,8 @@ class DriverTransaction:
     def execute(self, statement: DriverStatement, params: Mapping[str, Any]) -> int:
         """Run ``statement``; return how many rows it changed."""
         self.cursor.execute(statement.sql, statement.arguments(params))
-        return self.cursor.rowcount
+        changed: int = self.cursor.rowcount
+        return changed
 
 
 @contextmanager
@@ -183,7 +188,7 @@ def _driver_errors(engine: Engine, sql: str, args: Any = None) -> Iterator[Any]:
     dialect = engine.dialect
     error_class = dialect.loaded_dbapi.Error
 
-    def wrapped(exc: Exception, lost: bool) -> DBAPIError:
+    def wrapped(exc: Exception, lost: bool) -> StatementError:
         return DBAPIError.instance(
             sql, args, exc, error_class, connection_invalidated=lost, dialect=dialect
         )
