@@ -1,21 +1,16 @@
 """The servers under test: gunicorn processes on free loopback ports.
 
 Each server runs in its own process group, so stopping it stops its workers
-too, whether the benchmark ends normally, fails, or is interrupted. Output goes
-to a log file, never a pipe nobody reads.
+too, whether the benchmark ends normally, fails, or is interrupted; the process
+handling itself is ``bench.process``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
@@ -23,6 +18,7 @@ from typing import Self
 from gunicorn.config import KNOWN_SETTINGS
 
 from authsvc.server import THREADS
+from bench.process import ServerProcess, free_port
 
 #: Seconds a server may take to answer its first request.
 START_TIMEOUT = 60
@@ -30,13 +26,6 @@ START_TIMEOUT = 60
 STOP_TIMEOUT = 35
 #: The repository, from which ``bench.bare`` is imported.
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A loopback port nothing listened on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
@@ -51,7 +40,7 @@ def get(port: int, path: str, headers: dict[str, str] | None = None) -> int:
         connection.close()
 
 
-class Server:
+class Server(ServerProcess):
     """``argv`` serving on ``port``; up once ``GET ready`` answers 200."""
 
     def __init__(
@@ -64,69 +53,45 @@ class Server:
         log: Path,
         ready: str,
     ) -> None:
-        self.name = name
-        self.argv = list(argv)
+        super().__init__(
+            argv,
+            cwd=ROOT,
+            env=env,
+            log=log,
+            group=True,
+            start_timeout=START_TIMEOUT,
+            stop_timeout=STOP_TIMEOUT,
+        )
+        self._name = name
         self.port = port
-        self.env = env
-        self.log = log
         self.ready = ready
-        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     def __enter__(self) -> Self:
         self.start()
         return self
 
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start the command in a new process group and wait until it answers."""
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(  # noqa: S603 (our own argv)
-                self.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while get(self.port, self.ready) != 200:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{self.name} did not come up:\n{self.tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        """SIGTERM the whole group; SIGKILL it if it lingers."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        _signal_group(process.pid, signal.SIGTERM)
+        self.spawn()
         try:
-            process.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        # Workers left behind by a master that died first.
-        _signal_group(process.pid, signal.SIGKILL)
+            self.wait_until(lambda: get(self.port, self.ready) == 200)
+        except BaseException:
+            self.stop()
+            raise
 
     def tail(self, lines: int = 30) -> str:
         """The last lines the server printed."""
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "".join(text.splitlines(keepends=True)[-lines:])
+        return super().tail(lines)
 
     def worker_rss_kib(self) -> dict[int, int]:
         """VmRSS of each worker (a child of the gunicorn master), by pid."""
         if self.process is None:
             return {}
         return {pid: _rss_kib(pid) for pid in _children(self.process.pid)}
-
-
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)
 
 
 def _children(parent: int) -> list[int]:

@@ -133,6 +133,26 @@ def make_app(settings: dict, app) -> Iterator:
         other.extensions["authsvc.db"].dispose()
 
 
+def backend_of(url: str) -> str:
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def fresh_app(make_app, settings, empty_database):
+    """An app on a new, migrated database of the current backend.
+
+    ``fresh_app(url)`` builds another app on a database made earlier.
+    """
+
+    def make(url: str | None = None, **changes):
+        url = url or empty_database(backend_of(settings["DATABASE_URL"]))
+        made = make_app(DATABASE_URL=url, **changes)
+        upgrade(made)
+        return made
+
+    return make
+
+
 @pytest.fixture
 def client(app):
     return app.test_client()

@@ -1,9 +1,9 @@
 """Real servers for the tests that need one: a command on a free loopback port.
 
 :class:`LiveServer` starts a command (``authsvc serve``, gunicorn, ``flask run``)
-with a clean environment, waits until it answers, talks HTTP to it and stops it.
-Its output goes to a log file rather than a pipe: a pipe nobody reads fills up
-and blocks the server, while a file can be read at any time, even mid-run.
+with a clean environment, waits until it answers, talks HTTP to it and stops it;
+starting, watching and stopping the process is ``bench.process``'s, shared with
+the benchmark.
 """
 
 from __future__ import annotations
@@ -11,18 +11,16 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn
 
 import pytest
+
+from bench.process import ServerProcess, free_port
 
 #: Where the virtualenv's scripts are: ``authsvc``, ``gunicorn``, ``flask``.
 BIN = Path(sys.executable).parent
@@ -39,13 +37,6 @@ UNTHROTTLED = {
     "LOGIN_RATE_LIMIT": "10000 per minute",
     "REGISTRATION_RATE_LIMIT": "10000 per minute",
 }
-
-
-def free_port() -> int:
-    """A loopback port nothing listened on a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -93,7 +84,7 @@ class Reply:
         return f"Reply(status={self.status}, headers={headers}, body={self.body!r})"
 
 
-class LiveServer:
+class LiveServer(ServerProcess):
     """``argv`` serving HTTP on a free loopback port, started at once, in ``cwd``.
 
     ``{port}`` in ``argv`` stands for the port. The output, stderr included, is
@@ -115,58 +106,34 @@ class LiveServer:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.argv = [str(arg).replace("{port}", str(self.port)) for arg in argv]
-        self.cwd = cwd
-        self.env = env
-        self.log = log or cwd / "server.log"
+        super().__init__(
+            [str(arg).replace("{port}", str(self.port)) for arg in argv],
+            cwd=cwd,
+            env=env,
+            log=log or cwd / "server.log",
+            start_timeout=START_TIMEOUT,
+        )
         self.ready = ready
         self.forbidden = tuple(forbidden)
         self.incremental = incremental
         self.checked = 0
         self.start()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Start the command and wait until it is up; again after :meth:`stop`.
 
         A restarted server keeps its port, so its URL stays the same, and its log.
         """
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
+        self.spawn()
+        path, status = self.ready
         try:
-            self._wait_until_up()
+            self.wait_until(lambda: self.request("GET", path).status == status)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_until_up(self) -> None:
-        path, status = self.ready
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if not self.alive():
-                pytest.fail(
-                    f"{' '.join(self.argv)} exited with {self.process.returncode}:\n"
-                    f"{self.tail()}"
-                )
-            try:
-                if self.request("GET", path).status == status:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        pytest.fail(f"{' '.join(self.argv)} did not come up:\n{self.tail()}")
+    def fail(self, message: str) -> NoReturn:
+        pytest.fail(message)
 
     def request(
         self,
@@ -203,16 +170,6 @@ class LiveServer:
         finally:
             connection.close()
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def output(self) -> str:
-        """Everything the server has printed so far."""
-        return self.log.read_text(errors="replace")
-
-    def tail(self, lines: int = 50) -> str:
-        return "".join(self.output().splitlines(keepends=True)[-lines:])
-
     def assert_clean_output(self) -> None:
         """No ``forbidden`` line among what was printed since the last check.
 
@@ -224,17 +181,3 @@ class LiveServer:
             assert needle not in new, f"server printed {needle!r}:\n{new}"
         if self.incremental:
             self.checked += new.rfind("\n") + 1
-
-    def terminate(self) -> None:
-        """Ask for a graceful shutdown (in-flight requests finish); see :meth:`stop`."""
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        """SIGTERM and wait; killed if it has not stopped after 30 seconds."""
-        self.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)

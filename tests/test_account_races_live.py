@@ -25,6 +25,8 @@ from authsvc.db import get_session
 from authsvc.models import User
 from authsvc.passwords import Passwords
 
+pytestmark = pytest.mark.live
+
 SECRET = "account-races-secret-" + "r" * 40
 NEW_PASSWORD = "purple monkey dishwasher 42"
 #: Argon2 a little slower than the suite's, so a login's check takes a few ms.

@@ -6,18 +6,13 @@ import re
 from datetime import datetime
 
 import pytest
-from helpers import PASSWORD, bearer, problem
-from sqlalchemy import func, select
+from helpers import PASSWORD, bearer, problem, user_count
+from sqlalchemy import select
 
 from authsvc.db import get_session
 from authsvc.models import User
 
 USER_KEYS = {"id", "username", "email", "roles", "created_at"}
-
-
-def user_count(app) -> int:
-    with app.app_context():
-        return get_session().scalar(select(func.count()).select_from(User))
 
 
 def test_register_returns_the_user(client):

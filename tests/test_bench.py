@@ -32,6 +32,7 @@ ROW = re.compile(
 )
 
 
+@pytest.mark.live
 def test_smoke_run_prints_the_bare_route_every_endpoint_and_their_floors():
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke"],

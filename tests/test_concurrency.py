@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import BACKENDS, create_postgres_database, drop_postgres_database
-from helpers import PASSWORD
+from helpers import PASSWORD, unique_name
 from live import (
     FAST_HASHING,
     TIMEOUT,
@@ -26,6 +26,8 @@ from live import (
     clean_env,
     serve_command,
 )
+
+pytestmark = pytest.mark.live
 
 THREADS = 20
 
@@ -79,10 +81,6 @@ def assert_no_server_error(replies: list[Reply]) -> None:
 
 def is_refused(reply: Reply, status: int, code: str | None = None) -> bool:
     return reply[0] == status and (code is None or reply[1]["code"] == code)
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 def login_new_user(server: Server) -> dict:

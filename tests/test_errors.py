@@ -5,18 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from helpers import PASSWORD, problem
-from sqlalchemy import func, select
-
-from authsvc.db import get_session
-from authsvc.models import User
+from helpers import PASSWORD, problem, user_count
 
 UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/none"
-
-
-def user_count(app) -> int:
-    with app.app_context():
-        return get_session().scalar(select(func.count()).select_from(User))
 
 
 @pytest.mark.parametrize("path", ["/nope", "/users/1/x", "/login/"])

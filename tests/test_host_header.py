@@ -74,6 +74,7 @@ def test_good_hosts_still_work(client):
         assert response.status_code == 200, host
 
 
+@pytest.mark.live
 def test_a_malformed_host_through_a_live_server(tmp_path):
     env = clean_env(SECRET_KEY="h" * 40, **FAST_HASHING)
     with LiveServer(serve_command(2), cwd=tmp_path, env=env) as server:

@@ -22,6 +22,8 @@ from helpers import PASSWORD
 from live import FAST_HASHING, LiveServer, clean_env, serve_command
 from sqlalchemy import create_engine, text
 
+pytestmark = pytest.mark.live
+
 REDIS_URL = "redis://127.0.0.1:6379/12"
 WRONG = "not the password at all"
 _addresses = itertools.count(1)

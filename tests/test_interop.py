@@ -41,6 +41,8 @@ from live import (
     serve_command,
 )
 
+pytestmark = pytest.mark.live
+
 ISSUER = AUDIENCE = "authsvc"
 ACCESS_TOKEN_TYPE = "at+jwt"
 #: The publish delay of the rotation test: short, but long enough to observe.

@@ -365,6 +365,7 @@ def scrape_live(server: LiveServer) -> dict[tuple[str, frozenset], float]:
         connection.close()
 
 
+@pytest.mark.live
 def test_serve_sums_the_metrics_of_every_worker(tmp_path):
     temp = tmp_path / "tmp"
     temp.mkdir()

@@ -234,6 +234,7 @@ def assert_health(server: LiveServer, status: int) -> None:
         assert int(reply.headers["Retry-After"]) > 0
 
 
+@pytest.mark.live
 def test_serve_starts_while_the_database_is_down(cluster, database, tmp_path):
     cluster.stop()
     with serve(tmp_path, server_env(database), ready=503) as server:
@@ -274,6 +275,7 @@ def test_serve_starts_while_the_database_is_down(cluster, database, tmp_path):
         server.assert_clean_output()
 
 
+@pytest.mark.live
 def test_serve_rides_out_the_database_going_away(cluster, database, tmp_path):
     with serve(tmp_path, server_env(database)) as server:
         assert register(server).status == 201
@@ -313,6 +315,7 @@ def test_serve_rides_out_the_database_going_away(cluster, database, tmp_path):
         server.assert_clean_output()
 
 
+@pytest.mark.live
 def test_slow_database_answers_503_within_the_statement_timeout(
     cluster, database, tmp_path
 ):
@@ -337,6 +340,7 @@ def test_slow_database_answers_503_within_the_statement_timeout(
         server.assert_clean_output()
 
 
+@pytest.mark.live
 def test_engine_bounds_every_statement(cluster):
     url = cluster.url("postgres") + "?options=-c%20search_path%3Dpg_catalog"
     for timeout, shown in ((2, "2s"), (0, "0")):
@@ -473,6 +477,7 @@ def assert_503(response) -> None:
     assert response.headers["Retry-After"] == "5"
 
 
+@pytest.mark.live
 def test_a_black_holed_database_holds_requests_at_most_once_per_interval(
     database, monkeypatch, tmp_path
 ):

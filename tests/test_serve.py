@@ -9,6 +9,8 @@ import pytest
 from helpers import PASSWORD
 from live import BIN, LiveServer, clean_env
 
+pytestmark = pytest.mark.live
+
 
 def call(
     server: LiveServer, method: str, path: str, body=None, token=None

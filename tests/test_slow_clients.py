@@ -28,6 +28,8 @@ from live import BIN, FAST_HASHING, UNTHROTTLED, LiveServer, clean_env, free_por
 
 from authsvc.server import REQUEST_READ_TIMEOUT
 
+pytestmark = pytest.mark.live
+
 IDLE = 100
 TRICKLING = 20
 #: Seconds between two bytes of a trickling connection.

@@ -7,11 +7,10 @@ spellings that all verified. Each spelling is refused as ``invalid_token``.
 
 from __future__ import annotations
 
-import base64
 import os
 
 import pytest
-from helpers import bearer
+from helpers import b64url, bearer
 
 from authsvc.tokens import is_canonical_jws
 
@@ -24,10 +23,6 @@ INVALID_TOKEN = {
     "code": "invalid_token",
 }
 INTROSPECTION_SECRET = "introspection-credential-" + "e" * 24
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def with_spare_bits(segment: str) -> str | None:
