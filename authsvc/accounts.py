@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, aliased
 
 from . import audit, clock, sessions, usernames
 from .db import get_db, get_session
-from .errors import Problem
+from .errors import Code, Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
 from .principal import Principal
@@ -74,7 +74,7 @@ def registration_attempt(address: str | None) -> None:
     against the policy.
     """
     if current_app.config["REGISTRATION"] == "closed":
-        raise Problem("registration_closed")
+        raise Problem(Code.REGISTRATION_CLOSED)
     get_throttle().attempt(Kind.REGISTRATION, address)
 
 
@@ -91,7 +91,7 @@ def create_user(
     errors = _registration_errors(username, password, email)
     errors.update(roles_errors(roles or []))
     if errors:
-        raise Problem("validation_error", errors=errors)
+        raise Problem(Code.VALIDATION_ERROR, errors=errors)
     now = clock.now()
     user = User(
         username=username,
@@ -114,7 +114,7 @@ def create_user(
         db.rollback()
         # Also the unique skeleton: a name that looks like a taken one is taken.
         raise Problem(
-            "already_exists", "The username or e-mail is already taken."
+            Code.ALREADY_EXISTS, "The username or e-mail is already taken."
         ) from None
     audit.record("user_created", user_id=user.id)
     return user
@@ -213,7 +213,7 @@ def authenticate(user: Any, password: str) -> sessions.Account:
     elif _verify(user.id, user.password_hash, password) and user.is_active:
         return user  # type: ignore[no-any-return]
     audit.record("login_failed", user_id=user.id if user else None)
-    raise Problem("invalid_credentials")
+    raise Problem(Code.INVALID_CREDENTIALS)
 
 
 def _login_row(username: str) -> Any:
@@ -302,7 +302,9 @@ def change_password(
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
-            raise Problem("invalid_credentials", "The current password is incorrect.")
+            raise Problem(
+                Code.INVALID_CREDENTIALS, "The current password is incorrect."
+            )
     replace_password(user, new_password, field="new_password")
     sessions.revoke_sessions(
         (AuthSession.user_id == user.id)
@@ -316,7 +318,7 @@ def replace_password(user: User, new_password: str, *, field: str) -> None:
     """Store a new password after the policy; ``field`` names it in a refusal."""
     problem = _password_problem(new_password, user.username)
     if problem:
-        raise Problem("validation_error", errors={field: problem})
+        raise Problem(Code.VALIDATION_ERROR, errors={field: problem})
     now = clock.now()
     user.password_hash = get_passwords().hash(new_password)
     user.password_changed_at = user.updated_at = now
@@ -333,7 +335,7 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     key = _account_key(user.id, user.username)
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, password):
-            raise Problem("invalid_credentials", "The password is incorrect.")
+            raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
     delete_user(user)
 
 
@@ -368,7 +370,7 @@ def find_user_by_name(username: str) -> User:
     """Return the user with this username or e-mail, or raise ``not_found``."""
     user = _user_named(username)
     if user is None:
-        raise Problem("not_found", "No such user.")
+        raise Problem(Code.NOT_FOUND, "No such user.")
     return user
 
 
@@ -385,10 +387,10 @@ def _user(user_id: str | uuid.UUID) -> User:
     try:
         key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
     except ValueError:
-        raise Problem("not_found", "No such user.") from None
+        raise Problem(Code.NOT_FOUND, "No such user.") from None
     user = get_session().get(User, key)
     if user is None:
-        raise Problem("not_found", "No such user.")
+        raise Problem(Code.NOT_FOUND, "No such user.")
     return user
 
 
@@ -431,5 +433,5 @@ def lock_administrators(db: Session) -> None:
 def why_unchanged(user_id: uuid.UUID) -> Problem:
     """Why a change of this user's row changed nothing: gone, or the last admin."""
     if get_session().scalar(select(User.id).where(User.id == user_id)) is None:
-        return Problem("not_found", "No such user.")
-    return Problem("last_admin")
+        return Problem(Code.NOT_FOUND, "No such user.")
+    return Problem(Code.LAST_ADMIN)

@@ -23,7 +23,7 @@ from .accounts import (
     why_unchanged,
 )
 from .db import get_session
-from .errors import Problem
+from .errors import Code, Problem
 from .models import User
 
 
@@ -59,7 +59,7 @@ def update_user(
     would leave no active administrator is refused with ``last_admin``.
     """
     if roles is not None and (errors := roles_errors(roles)):
-        raise Problem("validation_error", errors=errors)
+        raise Problem(Code.VALIDATION_ERROR, errors=errors)
     changes: dict[str, Any] = {}
     if is_active is not None and is_active != user.is_active:
         changes["is_active"] = is_active
