@@ -19,8 +19,8 @@ from flask import Flask, current_app, g
 from sqlalchemy import (
     DateTime,
     Engine,
-    Executable,
     MetaData,
+    ReturnsRows,
     create_engine,
     event,
     text,
@@ -84,9 +84,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        stamp: datetime = value  # what both drivers give for this column
+        if stamp.tzinfo is None:
+            return stamp.replace(tzinfo=UTC)
+        return stamp.astimezone(UTC)
 
 
 def tune_sqlite(dbapi_connection: Any, _record: Any = None) -> None:
@@ -190,13 +191,13 @@ class Database:
         #: for the disk: a login then waits for one flush, its session's, not three.
         self.counters = beside(durable=False)
         self.sessionmaker = session_factory(self.engine)
-        self._compiled: dict[tuple[Engine, Executable], DriverStatement] = {}
+        self._compiled: dict[tuple[Engine, ReturnsRows], DriverStatement] = {}
         database = self.engine.url.database
         file = not self.postgres and database and database != ":memory:"
         self._writers = WriterQueue(f"{database}-writers") if file else None
 
     def statement(
-        self, statement: Executable, *, engine: Engine | None = None
+        self, statement: ReturnsRows, *, engine: Engine | None = None
     ) -> DriverStatement:
         """``statement`` as a :class:`DriverStatement`, compiled once per engine.
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, Executable
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Engine, ReturnsRows
+from sqlalchemy.exc import DBAPIError, StatementError
 
 
 class WriterQueue:
@@ -63,7 +63,7 @@ class DriverStatement:
     conversions, and errors raised as SQLAlchemy's, a lost connection invalidated.
     """
 
-    def __init__(self, engine: Engine, statement: Executable) -> None:
+    def __init__(self, engine: Engine, statement: ReturnsRows) -> None:
         dialect = engine.dialect
         compiled = statement.compile(dialect=dialect)
         self.engine = engine
@@ -81,9 +81,8 @@ class DriverStatement:
             for name, bind in compiled.binds.items()
             if not bind.required
         }
-        # Every statement given here returns rows or is a write without them; the
-        # Executable type does not say it has columns.
-        columns = statement.exported_columns  # type: ignore[attr-defined]
+        # A write without RETURNING has no columns: its rows are never read.
+        columns = statement.exported_columns
         self.columns = [
             _processor(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
@@ -91,7 +90,7 @@ class DriverStatement:
             for column in columns
         ]
         # The fields are known only here, at run time.
-        self.row = namedtuple(  # type: ignore[misc]
+        self.row: type[Any] = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in columns]
         )
 
@@ -170,7 +169,8 @@ class DriverTransaction:
     def execute(self, statement: DriverStatement, params: Mapping[str, Any]) -> int:
         """Run ``statement``; return how many rows it changed."""
         self.cursor.execute(statement.sql, statement.arguments(params))
-        return self.cursor.rowcount
+        changed: int = self.cursor.rowcount
+        return changed
 
 
 @contextmanager
@@ -183,7 +183,7 @@ def _driver_errors(engine: Engine, sql: str, args: Any = None) -> Iterator[Any]:
     dialect = engine.dialect
     error_class = dialect.loaded_dbapi.Error
 
-    def wrapped(exc: Exception, lost: bool) -> DBAPIError:
+    def wrapped(exc: Exception, lost: bool) -> StatementError:
         return DBAPIError.instance(
             sql, args, exc, error_class, connection_invalidated=lost, dialect=dialect
         )

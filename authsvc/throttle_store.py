@@ -13,16 +13,19 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis
-from sqlalchemy import Insert, String, bindparam, case, delete, update
+from sqlalchemy import Insert, String, Table, bindparam, case, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import clock
 from .db import Database, UTCDateTime
 from .driver import DriverStatement
 from .models import ThrottleCounter
+
+#: The counters' table; the ORM types ``__table__`` as any FromClause.
+COUNTERS = cast(Table, ThrottleCounter.__table__)
 
 # The throttle's lines keep the logger name operators filter them by.
 log = logging.getLogger("authsvc.throttle")
@@ -85,7 +88,7 @@ class DatabaseCounters:
     def __init__(self, database: Database) -> None:
         self.database = database
         self.engine = database.counters
-        table = ThrottleCounter.__table__
+        table = COUNTERS
         self._release = database.statement(
             update(table)
             .where(
@@ -127,7 +130,7 @@ class DatabaseCounters:
 def _upsert_statement(dialect: str, rows: int) -> Insert:
     # Built once per dialect and number of rows, so the database's compiled
     # statements find it again.
-    table = ThrottleCounter.__table__
+    table = COUNTERS
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     fresh = insert(table).values(
         [
@@ -240,8 +243,8 @@ def _redis_key(key: str) -> str:
     return f"{REDIS_KEY_PREFIX}:{key}"
 
 
-_PRUNE = delete(ThrottleCounter.__table__).where(
-    ThrottleCounter.__table__.c.expires_at <= bindparam("now", type_=UTCDateTime)
+_PRUNE = delete(COUNTERS).where(
+    COUNTERS.c.expires_at <= bindparam("now", type_=UTCDateTime)
 )
 
 
