@@ -43,9 +43,10 @@ class NewPassword(fields.String):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_PASSWORD_LENGTH, pattern=TEXT_PATTERN, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def __schema__(self) -> dict[str, Any]:
-        return not_none(self.schema())
+        schema: dict[str, Any] = not_none(self.schema())
+        return schema
 
     def schema(self) -> dict[str, Any]:
         return {**super().schema(), "minLength": password_min_length()}
