@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app, request
 from flask_restx import Model
@@ -163,22 +163,24 @@ def _validator(model: Model) -> Draft4Validator:
     # settings (the password policy), so each app keeps one validator per model.
     # Strict models refuse unknown fields (``additionalProperties: false``).
     validators = current_app.extensions.setdefault(VALIDATORS, {})
-    validator = validators.get(model.name)
+    validator: Draft4Validator | None = validators.get(model.name)
     if validator is None:
         validator = validators[model.name] = Draft4Validator(model.__schema__)
     return validator
 
 
 def _describe(
-    error: ValidationError, schema: dict[str, Any], body: dict[str, Any]
+    error: ValidationError, schema: bool | Mapping[str, Any], body: dict[str, Any]
 ) -> Iterator[tuple[str, str]]:
     if error.validator == "required":
-        for name in error.validator_value:
+        # Unset is only for errors made by hand, not those a validator yields.
+        for name in cast(list[str], error.validator_value):
             if name not in body:
                 yield name, "is required"
         return
     if error.validator == "additionalProperties":
-        for name in body.keys() - schema.get("properties", {}).keys():
+        known = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+        for name in body.keys() - known.keys():
             yield name, "is not a known field"
         return
     field = str(error.path[0]) if error.path else BODY
