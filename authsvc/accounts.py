@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from . import audit, clock, sessions, usernames
-from .db import get_db, get_session
+from .db import get_db, get_session, rowcount
 from .errors import Code, Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
@@ -223,7 +223,7 @@ def _login_row(username: str) -> Any:
 
 
 @cache
-def _login_query() -> Select[Any]:
+def _login_query() -> Select[*tuple[Any, ...]]:
     # Built once and run by the driver: it is on the login path, where every
     # millisecond beside the password hash counts.
     return select(
@@ -322,7 +322,7 @@ def replace_password(user: User, new_password: str, *, field: str) -> None:
     now = clock.now()
     user.password_hash = get_passwords().hash(new_password)
     user.password_changed_at = user.updated_at = now
-    user.account_version = User.account_version + 1  # type: ignore[assignment]
+    user.account_version = User.account_version + 1
     get_session().commit()
 
 
@@ -349,11 +349,13 @@ def delete_user(user: User) -> None:
     db = get_session()
     user_id = user.id
     lock_administrators(db)
-    deleted = db.execute(
-        delete(User)
-        .where(User.id == user_id, leaves_an_administrator(user_id))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    deleted = rowcount(
+        db.execute(
+            delete(User)
+            .where(User.id == user_id, leaves_an_administrator(user_id))
+            .execution_options(synchronize_session=False)
+        )
+    )
     db.commit()
     if deleted != 1:
         raise why_unchanged(user_id)
@@ -402,7 +404,8 @@ def _active_admin(user: Any) -> ColumnElement[bool]:
     else:
         role = func.json_each(user.roles).table_valued("value")
         is_admin = exists().where(role.c.value == ADMIN_ROLE)
-    return user.is_active & is_admin
+    active: ColumnElement[bool] = user.is_active & is_admin
+    return active
 
 
 def leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:

@@ -13,7 +13,7 @@ import logging
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import (
@@ -25,7 +25,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -281,6 +281,12 @@ def get_session() -> Session:
         g.db_session = get_db().sessionmaker()
     session: Session = g.db_session
     return session
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """How many rows an UPDATE or DELETE run on the ORM session changed."""
+    # Session.execute is typed to give a Result; for DML it is a CursorResult.
+    return cast(CursorResult[*tuple[Any, ...]], result).rowcount
 
 
 def _close_session(_exc: BaseException | None) -> None:
