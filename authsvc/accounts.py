@@ -11,7 +11,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
@@ -200,7 +200,14 @@ def new_password_errors(
     return {field: problem} if problem else {}
 
 
-def authenticate(user: Any, password: str) -> sessions.Account:
+class LoginRow(sessions.Account, Protocol):
+    """What a login reads of a user: the account, its password hash and state."""
+
+    password_hash: str
+    is_active: bool
+
+
+def authenticate(user: LoginRow | None, password: str) -> sessions.Account:
     """Return the login row ``user`` if it is active with ``password``.
 
     Otherwise raise ``invalid_credentials``. Unknown user (``None``), wrong
@@ -211,15 +218,16 @@ def authenticate(user: Any, password: str) -> sessions.Account:
     if user is None:
         get_passwords().verify_dummy(password)
     elif _verify(user.id, user.password_hash, password) and user.is_active:
-        return user  # type: ignore[no-any-return]
+        return user
     audit.record("login_failed", user_id=user.id if user else None)
     raise Problem(Code.INVALID_CREDENTIALS)
 
 
-def _login_row(username: str) -> Any:
+def _login_row(username: str) -> LoginRow | None:
     """What a login needs of the user ``username`` names, or ``None``."""
     query = get_db().statement(_login_query())
-    return query.first({"key": canonical(username)}, retry=True)
+    row: LoginRow | None = query.first({"key": canonical(username)}, retry=True)
+    return row
 
 
 @cache
