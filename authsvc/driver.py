@@ -89,7 +89,7 @@ class DriverStatement:
             )
             for column in columns
         ]
-        # The fields are known only here, at run time.
+        # The fields are known only here, at run time; mypy wants them literal.
         self.row: type[Any] = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in columns]
         )

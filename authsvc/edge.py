@@ -84,6 +84,7 @@ def answer_options_without_a_body(app: Flask) -> None:
         del response.headers["Content-Type"]
         return response
 
+    # mypy refuses assigning to a method; this instance's one is meant to change.
     app.make_default_options_response = (  # type: ignore[method-assign]
         make_default_options_response
     )
@@ -92,11 +93,13 @@ def answer_options_without_a_body(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     """Bound bodies, trust only the configured proxies, allow only listed origins."""
     answer_options_without_a_body(app)
+    # Flask declares wsgi_app a method; replacing it is its documented way to wrap.
     app.wsgi_app = BoundedBody(  # type: ignore[method-assign]
         SecurityHeaders(app.wsgi_app), app.config["MAX_CONTENT_LENGTH"]
     )
     proxies = app.config["PROXY_COUNT"]
     if proxies:
+        # As above: wrapping wsgi_app, which Flask declares a method.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )

@@ -556,6 +556,7 @@ def get_keys() -> KeyRing:
     """Return the current app's key ring, resolving the secret on first use."""
     ring = current_app.extensions.get(KEYS)
     if ring is None:
+        # Flask types current_app as the app, not the proxy it is.
         ring = _first_key_ring(current_app._get_current_object())  # type: ignore[attr-defined]
     return ring
 
