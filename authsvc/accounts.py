@@ -11,7 +11,7 @@ import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
 from . import audit, clock, sessions, usernames
-from .db import get_db, get_session
-from .errors import Problem
+from .db import get_db, get_session, rowcount
+from .errors import Code, Problem
 from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
 from .principal import Principal
@@ -74,7 +74,7 @@ def registration_attempt(address: str | None) -> None:
     against the policy.
     """
     if current_app.config["REGISTRATION"] == "closed":
-        raise Problem("registration_closed")
+        raise Problem(Code.REGISTRATION_CLOSED)
     get_throttle().attempt(Kind.REGISTRATION, address)
 
 
@@ -91,7 +91,7 @@ def create_user(
     errors = _registration_errors(username, password, email)
     errors.update(roles_errors(roles or []))
     if errors:
-        raise Problem("validation_error", errors=errors)
+        raise Problem(Code.VALIDATION_ERROR, errors=errors)
     now = clock.now()
     user = User(
         username=username,
@@ -114,7 +114,7 @@ def create_user(
         db.rollback()
         # Also the unique skeleton: a name that looks like a taken one is taken.
         raise Problem(
-            "already_exists", "The username or e-mail is already taken."
+            Code.ALREADY_EXISTS, "The username or e-mail is already taken."
         ) from None
     audit.record("user_created", user_id=user.id)
     return user
@@ -200,7 +200,14 @@ def new_password_errors(
     return {field: problem} if problem else {}
 
 
-def authenticate(user: Any, password: str) -> sessions.Account:
+class LoginRow(sessions.Account, Protocol):
+    """What a login reads of a user: the account, its password hash and state."""
+
+    password_hash: str
+    is_active: bool
+
+
+def authenticate(user: LoginRow | None, password: str) -> sessions.Account:
     """Return the login row ``user`` if it is active with ``password``.
 
     Otherwise raise ``invalid_credentials``. Unknown user (``None``), wrong
@@ -211,19 +218,20 @@ def authenticate(user: Any, password: str) -> sessions.Account:
     if user is None:
         get_passwords().verify_dummy(password)
     elif _verify(user.id, user.password_hash, password) and user.is_active:
-        return user  # type: ignore[no-any-return]
+        return user
     audit.record("login_failed", user_id=user.id if user else None)
-    raise Problem("invalid_credentials")
+    raise Problem(Code.INVALID_CREDENTIALS)
 
 
-def _login_row(username: str) -> Any:
+def _login_row(username: str) -> LoginRow | None:
     """What a login needs of the user ``username`` names, or ``None``."""
     query = get_db().statement(_login_query())
-    return query.first({"key": canonical(username)}, retry=True)
+    row: LoginRow | None = query.first({"key": canonical(username)}, retry=True)
+    return row
 
 
 @cache
-def _login_query() -> Select[Any]:
+def _login_query() -> Select[*tuple[Any, ...]]:
     # Built once and run by the driver: it is on the login path, where every
     # millisecond beside the password hash counts.
     return select(
@@ -302,7 +310,9 @@ def change_password(
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, current_password):
             audit.record("password_change_failed", user_id=user.id)
-            raise Problem("invalid_credentials", "The current password is incorrect.")
+            raise Problem(
+                Code.INVALID_CREDENTIALS, "The current password is incorrect."
+            )
     replace_password(user, new_password, field="new_password")
     sessions.revoke_sessions(
         (AuthSession.user_id == user.id)
@@ -316,11 +326,11 @@ def replace_password(user: User, new_password: str, *, field: str) -> None:
     """Store a new password after the policy; ``field`` names it in a refusal."""
     problem = _password_problem(new_password, user.username)
     if problem:
-        raise Problem("validation_error", errors={field: problem})
+        raise Problem(Code.VALIDATION_ERROR, errors={field: problem})
     now = clock.now()
     user.password_hash = get_passwords().hash(new_password)
     user.password_changed_at = user.updated_at = now
-    user.account_version = User.account_version + 1  # type: ignore[assignment]
+    user.account_version = User.account_version + 1
     get_session().commit()
 
 
@@ -333,7 +343,7 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     key = _account_key(user.id, user.username)
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, password):
-            raise Problem("invalid_credentials", "The password is incorrect.")
+            raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
     delete_user(user)
 
 
@@ -347,11 +357,13 @@ def delete_user(user: User) -> None:
     db = get_session()
     user_id = user.id
     lock_administrators(db)
-    deleted = db.execute(
-        delete(User)
-        .where(User.id == user_id, leaves_an_administrator(user_id))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    deleted = rowcount(
+        db.execute(
+            delete(User)
+            .where(User.id == user_id, leaves_an_administrator(user_id))
+            .execution_options(synchronize_session=False)
+        )
+    )
     db.commit()
     if deleted != 1:
         raise why_unchanged(user_id)
@@ -368,7 +380,7 @@ def find_user_by_name(username: str) -> User:
     """Return the user with this username or e-mail, or raise ``not_found``."""
     user = _user_named(username)
     if user is None:
-        raise Problem("not_found", "No such user.")
+        raise Problem(Code.NOT_FOUND, "No such user.")
     return user
 
 
@@ -385,10 +397,10 @@ def _user(user_id: str | uuid.UUID) -> User:
     try:
         key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
     except ValueError:
-        raise Problem("not_found", "No such user.") from None
+        raise Problem(Code.NOT_FOUND, "No such user.") from None
     user = get_session().get(User, key)
     if user is None:
-        raise Problem("not_found", "No such user.")
+        raise Problem(Code.NOT_FOUND, "No such user.")
     return user
 
 
@@ -400,7 +412,8 @@ def _active_admin(user: Any) -> ColumnElement[bool]:
     else:
         role = func.json_each(user.roles).table_valued("value")
         is_admin = exists().where(role.c.value == ADMIN_ROLE)
-    return user.is_active & is_admin
+    active: ColumnElement[bool] = user.is_active & is_admin
+    return active
 
 
 def leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
@@ -431,5 +444,5 @@ def lock_administrators(db: Session) -> None:
 def why_unchanged(user_id: uuid.UUID) -> Problem:
     """Why a change of this user's row changed nothing: gone, or the last admin."""
     if get_session().scalar(select(User.id).where(User.id == user_id)) is None:
-        return Problem("not_found", "No such user.")
-    return Problem("last_admin")
+        return Problem(Code.NOT_FOUND, "No such user.")
+    return Problem(Code.LAST_ADMIN)

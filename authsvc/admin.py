@@ -22,8 +22,8 @@ from .accounts import (
     roles_errors,
     why_unchanged,
 )
-from .db import get_session
-from .errors import Problem
+from .db import get_session, rowcount
+from .errors import Code, Problem
 from .models import User
 
 
@@ -59,7 +59,7 @@ def update_user(
     would leave no active administrator is refused with ``last_admin``.
     """
     if roles is not None and (errors := roles_errors(roles)):
-        raise Problem("validation_error", errors=errors)
+        raise Problem(Code.VALIDATION_ERROR, errors=errors)
     changes: dict[str, Any] = {}
     if is_active is not None and is_active != user.is_active:
         changes["is_active"] = is_active
@@ -100,16 +100,18 @@ def _apply(user: User, changes: dict[str, Any]) -> None:
     ):
         lock_administrators(db)
         conditions.append(leaves_an_administrator(user.id))
-    changed = db.execute(
-        update(User)
-        .where(*conditions)
-        .values(
-            **changes,
-            updated_at=clock.now(),
-            account_version=User.account_version + 1,
+    changed = rowcount(
+        db.execute(
+            update(User)
+            .where(*conditions)
+            .values(
+                **changes,
+                updated_at=clock.now(),
+                account_version=User.account_version + 1,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     db.commit()
     if changed != 1:
         raise why_unchanged(user.id)

@@ -93,7 +93,7 @@ def _is_bearer(value: str) -> bool:
 
 
 #: Codes of a presented token that was not accepted (RFC 6750 ``invalid_token``).
-TOKEN_REFUSALS = frozenset({"invalid_token", "token_expired", "token_revoked"})
+TOKEN_REFUSALS = frozenset({Code.INVALID_TOKEN, Code.TOKEN_EXPIRED, Code.TOKEN_REVOKED})
 #: RFC 6750 section 3.1: the token is fine, its user lacks a role.
 INSUFFICIENT_SCOPE_CHALLENGE = f'Bearer realm="{REALM}", error="insufficient_scope"'
 
@@ -104,14 +104,14 @@ def www_authenticate(code: str) -> str:
     ``error`` names what was wrong with the token; a 401 whose token was fine
     (no token at all, a wrong current password) carries the bare challenge.
     """
-    if code == "invalid_request":
+    if code == Code.INVALID_REQUEST:
         return f'Bearer realm="{REALM}", error="invalid_request"'
     if code in TOKEN_REFUSALS:
         return f'Bearer realm="{REALM}", error="invalid_token"'
     return f'Bearer realm="{REALM}"'
 
 
-def refused(code: str, detail: str | None = None) -> AuthFailed:
+def refused(code: Code, detail: str | None = None) -> AuthFailed:
     """The problem, with its challenge, of a request whose credential was refused."""
     return AuthFailed(code, www_authenticate(code), detail)
 
@@ -150,7 +150,7 @@ def bearer_required(view: View) -> View:
             if problem.status != 401:
                 raise
             raise AuthFailed(
-                problem.code,
+                Code(problem.code),
                 www_authenticate(problem.code),
                 problem.detail,
                 errors=problem.errors,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -25,6 +25,13 @@ from .keys import get_keys
 
 # The name log lines have always carried, which operators may filter on.
 log = logging.getLogger("authsvc.cli")
+
+
+def _current_app() -> Flask:
+    """The app behind ``current_app``, for code that keeps it past the context."""
+    # Flask types current_app as the app, not the proxy it is.
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app
 
 
 def _reason(exc: SQLAlchemyError) -> str:
@@ -81,7 +88,7 @@ def serve(host: str, port: int, workers: int) -> None:
     # any WSGI server, does without it.
     from .server import run
 
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _current_app()
     migrated = not app.config["AUTO_MIGRATE"]
     try:
         if not migrated:
@@ -123,7 +130,7 @@ def db() -> None:
 @with_appcontext
 def db_upgrade(revision: str) -> None:
     """Bring the schema to REVISION (default: the newest)."""
-    migrations.upgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
+    migrations.upgrade(_current_app(), revision)
 
 
 @db.command("downgrade")
@@ -131,14 +138,14 @@ def db_upgrade(revision: str) -> None:
 @with_appcontext
 def db_downgrade(revision: str) -> None:
     """Take the schema back to REVISION (``base`` removes it)."""
-    migrations.downgrade(current_app._get_current_object(), revision)  # type: ignore[attr-defined]
+    migrations.downgrade(_current_app(), revision)
 
 
 @db.command("current")
 @with_appcontext
 def db_current() -> None:
     """Print the revision the database is at."""
-    revision = migrations.current_revision(current_app._get_current_object())  # type: ignore[attr-defined]
+    revision = migrations.current_revision(_current_app())
     click.echo(revision or "none")
 
 
@@ -184,7 +191,7 @@ def keys_rotate() -> None:
 @with_appcontext
 def export_openapi(path: Path | None) -> None:
     """Write the OpenAPI document the app serves to PATH (default: stdout)."""
-    text = render_openapi(openapi_document(current_app._get_current_object()))  # type: ignore[attr-defined]
+    text = render_openapi(openapi_document(_current_app()))
     if path is None:
         click.echo(text, nl=False)
     else:

@@ -13,19 +13,19 @@ import logging
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, g
 from sqlalchemy import (
     DateTime,
     Engine,
-    Executable,
     MetaData,
+    ReturnsRows,
     create_engine,
     event,
     text,
 )
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import CursorResult, Dialect, Result, make_url
 from sqlalchemy.exc import (
     DBAPIError,
     DisconnectionError,
@@ -84,10 +84,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        moment: datetime = value
-        if moment.tzinfo is None:
-            return moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC)
+        stamp: datetime = value  # what both drivers give for this column
+        if stamp.tzinfo is None:
+            return stamp.replace(tzinfo=UTC)
+        return stamp.astimezone(UTC)
 
 
 def tune_sqlite(dbapi_connection: Any, _record: Any = None) -> None:
@@ -191,13 +191,13 @@ class Database:
         #: for the disk: a login then waits for one flush, its session's, not three.
         self.counters = beside(durable=False)
         self.sessionmaker = session_factory(self.engine)
-        self._compiled: dict[tuple[Engine, Executable], DriverStatement] = {}
+        self._compiled: dict[tuple[Engine, ReturnsRows], DriverStatement] = {}
         database = self.engine.url.database
         file = not self.postgres and database and database != ":memory:"
         self._writers = WriterQueue(f"{database}-writers") if file else None
 
     def statement(
-        self, statement: Executable, *, engine: Engine | None = None
+        self, statement: ReturnsRows, *, engine: Engine | None = None
     ) -> DriverStatement:
         """``statement`` as a :class:`DriverStatement`, compiled once per engine.
 
@@ -281,6 +281,12 @@ def get_session() -> Session:
         g.db_session = get_db().sessionmaker()
     session: Session = g.db_session
     return session
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """How many rows an UPDATE or DELETE run on the ORM session changed."""
+    # Session.execute is typed to give a Result; for DML it is a CursorResult.
+    return cast(CursorResult[*tuple[Any, ...]], result).rowcount
 
 
 def _close_session(_exc: BaseException | None) -> None:

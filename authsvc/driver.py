@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, cast
 
-from sqlalchemy import ClauseElement, Engine, Executable
+from sqlalchemy import ClauseElement, Engine, ReturnsRows
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -64,7 +64,7 @@ class DriverStatement:
     conversions, and errors raised as SQLAlchemy's, a lost connection invalidated.
     """
 
-    def __init__(self, engine: Engine, statement: Executable) -> None:
+    def __init__(self, engine: Engine, statement: ReturnsRows) -> None:
         dialect = engine.dialect
         # Every Executable given here is a select or a write: a ClauseElement, which
         # compiles to SQL.
@@ -85,17 +85,16 @@ class DriverStatement:
             for name, bind in compiled.binds.items()
             if not bind.required
         }
-        # Every statement given here returns rows or is a write without them; the
-        # Executable type does not say it has columns.
-        columns = statement.exported_columns  # type: ignore[attr-defined]
+        # A write without RETURNING has no columns: its rows are never read.
+        columns = statement.exported_columns
         self.columns = [
             _processor(
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
             )
             for column in columns
         ]
-        # The fields are known only here, at run time.
-        self.row: Any = namedtuple(  # type: ignore[misc]
+        # The fields are known only here, at run time; mypy wants them literal.
+        self.row: type[Any] = namedtuple(  # type: ignore[misc]
             "Row", [column.key for column in columns]
         )
 

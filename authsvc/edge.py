@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response
@@ -20,6 +20,9 @@ CORS_MAX_AGE = 600
 #: does); a test holds it to the app's routes.
 CORS_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST")
 
+#: A WSGI application: (environ, start_response) -> the body's chunks.
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
 
 class BoundedBody:
     """Give a body without ``Content-Length`` (chunked) a length werkzeug can check.
@@ -29,7 +32,7 @@ class BoundedBody:
     one byte past the limit here makes it an ordinary 413.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: WSGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
@@ -49,7 +52,7 @@ class SecurityHeaders:
     Responses carry tokens or user data, so none is cached unless it says so.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: WSGIApp) -> None:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -81,6 +84,7 @@ def answer_options_without_a_body(app: Flask) -> None:
         del response.headers["Content-Type"]
         return response
 
+    # mypy refuses assigning to a method; this instance's one is meant to change.
     app.make_default_options_response = (  # type: ignore[method-assign]
         make_default_options_response
     )
@@ -89,11 +93,13 @@ def answer_options_without_a_body(app: Flask) -> None:
 def init_app(app: Flask) -> None:
     """Bound bodies, trust only the configured proxies, allow only listed origins."""
     answer_options_without_a_body(app)
+    # Flask declares wsgi_app a method; replacing it is its documented way to wrap.
     app.wsgi_app = BoundedBody(  # type: ignore[method-assign]
         SecurityHeaders(app.wsgi_app), app.config["MAX_CONTENT_LENGTH"]
     )
     proxies = app.config["PROXY_COUNT"]
     if proxies:
+        # As above: wrapping wsgi_app, which Flask declares a method.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )

@@ -104,7 +104,7 @@ class Problem(Exception):
 
     def __init__(
         self,
-        code: Code | str,
+        code: Code,
         detail: str | None = None,
         *,
         errors: Mapping[str, str] | None = None,
@@ -125,9 +125,7 @@ class Problem(Exception):
 class RetryLater(Problem):
     """A refusal that clears by itself: the client may try again in ``retry_after``."""
 
-    def __init__(
-        self, code: Code | str, retry_after: int, detail: str | None = None
-    ) -> None:
+    def __init__(self, code: Code, retry_after: int, detail: str | None = None) -> None:
         super().__init__(code, detail)
         self.retry_after = retry_after
 
@@ -160,7 +158,7 @@ class AuthFailed(Problem):
 
     def __init__(
         self,
-        code: Code | str,
+        code: Code,
         challenge: str,
         detail: str | None = None,
         *,

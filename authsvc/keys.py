@@ -111,7 +111,7 @@ def public_jwk(private_key: Any, algorithm: str) -> dict[str, str]:
     public = private_key.public_key()
     if isinstance(public, rsa.RSAPublicKey):
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public, as_dict=True)
-        members = ("e", "kty", "n")
+        members: tuple[str, ...] = ("e", "kty", "n")
     elif isinstance(public, ec.EllipticCurvePublicKey):
         jwk = jwt.algorithms.ECAlgorithm.to_jwk(public, as_dict=True)
         members = ("crv", "kty", "x", "y")
@@ -556,6 +556,7 @@ def get_keys() -> KeyRing:
     """Return the current app's key ring, resolving the secret on first use."""
     ring = current_app.extensions.get(KEYS)
     if ring is None:
+        # Flask types current_app as the app, not the proxy it is.
         ring = _first_key_ring(current_app._get_current_object())  # type: ignore[attr-defined]
     return ring
 
@@ -567,4 +568,5 @@ def _first_key_ring(app: Flask) -> KeyRing:
                 app.config["INSTANCE_PATH"]
             )
             app.extensions[KEYS] = _key_ring(app)
-    return app.extensions[KEYS]
+    ring: KeyRing = app.extensions[KEYS]
+    return ring

@@ -78,6 +78,7 @@ class JsonFormatter(logging.Formatter):
 
 def init_app(app: Flask) -> None:
     """Give each request an id, and log to stderr in the configured format."""
+    # Flask declares wsgi_app a method; replacing it is its documented way to wrap.
     app.wsgi_app = RequestIds(app.wsgi_app)  # type: ignore[method-assign]
     logger = logging.getLogger("authsvc")
     if logger.handlers:

@@ -130,4 +130,5 @@ def init_app(app: Flask) -> None:
 
 def get_passwords() -> Passwords:
     """Return the current app's hasher."""
-    return current_app.extensions["authsvc.passwords"]
+    passwords: Passwords = current_app.extensions["authsvc.passwords"]
+    return passwords

@@ -17,7 +17,7 @@ from sqlalchemy import Select, bindparam, select
 
 from . import clock
 from .db import get_db
-from .errors import Problem
+from .errors import Code, Problem
 from .models import AuthSession, User
 from .tokens import AccessClaims
 
@@ -43,13 +43,13 @@ def load_principal(claims: AccessClaims) -> Principal:
     try:
         user_id, session_id = uuid.UUID(claims.subject), uuid.UUID(claims.session_id)
     except ValueError:
-        raise Problem("invalid_token") from None
+        raise Problem(Code.INVALID_TOKEN) from None
     query = get_db().statement(_principal_query())
     row = query.first({"session_id": session_id, "user_id": user_id}, retry=True)
     if row is None or not row.is_active:
-        raise Problem("invalid_token")
+        raise Problem(Code.INVALID_TOKEN)
     if row.revoked_at is not None or row.expires_at <= clock.now():
-        raise Problem("token_revoked")
+        raise Problem(Code.TOKEN_REVOKED)
     return Principal(
         id=claims.subject,
         username=row.username,

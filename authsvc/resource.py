@@ -171,7 +171,7 @@ class ResourceServer:
             if request.method not in EXEMPT_METHODS and not self._is_active(
                 current_user.token
             ):
-                g.authsvc_problem = "token_revoked"
+                g.authsvc_problem = Code.TOKEN_REVOKED
                 return self._unauthorized()
             return view(*args, **kwargs)
 
@@ -181,21 +181,21 @@ class ResourceServer:
         try:
             token = bearer_token(req)
         except Problem:
-            g.authsvc_problem = "invalid_request"
+            g.authsvc_problem = Code.INVALID_REQUEST
             return None
         if token is None:
             return None
         try:
             claims = self.verify(token)
         except jwt.ExpiredSignatureError:
-            g.authsvc_problem = "token_expired"
+            g.authsvc_problem = Code.TOKEN_EXPIRED
             return None
         except jwt.PyJWTError:
-            g.authsvc_problem = "invalid_token"
+            g.authsvc_problem = Code.INVALID_TOKEN
             return None
         roles = claims.get("roles")
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            g.authsvc_problem = "invalid_token"
+            g.authsvc_problem = Code.INVALID_TOKEN
             return None
         return TokenUser(
             id=str(claims["sub"]),

@@ -74,7 +74,7 @@ def request_read(data: bytes | bytearray) -> bool:
     return length > BODY_LIMIT or len(data) >= found.end() + length
 
 
-class ProblemWorker(ThreadWorker):  # type: ignore[misc]
+class ProblemWorker(ThreadWorker):
     """gunicorn's threaded worker, reading each request before it takes a thread.
 
     gunicorn hands a new connection to a thread that then waits for the request:
@@ -158,7 +158,7 @@ class ProblemWorker(ThreadWorker):  # type: ignore[misc]
             self.drop(conn)
 
 
-class JsonLogger(glogging.Logger):  # type: ignore[misc]
+class JsonLogger(glogging.Logger):
     """gunicorn's own log lines as JSON objects, like the service's."""
 
     def setup(self, cfg: Any) -> None:
@@ -168,7 +168,7 @@ class JsonLogger(glogging.Logger):  # type: ignore[misc]
                 handler.setFormatter(JsonFormatter())
 
 
-class Server(BaseApplication):  # type: ignore[misc]
+class Server(BaseApplication):
     """gunicorn, configured in code rather than from the command line."""
 
     def __init__(self, options: dict[str, Any]) -> None:

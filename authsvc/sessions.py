@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, delete, select, update
 
 from . import audit, clock, session_store
 from .db import get_session
-from .errors import Problem
+from .errors import Code, Problem
 from .keys import get_keys
 from .models import AuthSession, RefreshToken
 from .principal import Principal
@@ -124,7 +124,7 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
     }
     if not session_store.start(params):
         audit.record("login_failed", user_id=user.id)
-        raise Problem("invalid_credentials")
+        raise Problem(Code.INVALID_CREDENTIALS)
     audit.record("login_succeeded", user_id=user.id, session_id=grant.session_id)
     return _issue(grant, refresh_token, params["expires_at"], now)
 
@@ -143,19 +143,19 @@ def refresh(refresh_token: str) -> IssuedTokens:
     # The key set's version comes along, so signing needs no query of its own.
     found = session_store.find(hash_opaque_token(refresh_token), keys.algorithm)
     if found is None:
-        raise Problem("invalid_refresh_token")
+        raise Problem(Code.INVALID_REFRESH_TOKEN)
     grant = Grant(
         found.user_id, found.username, found.roles, found.session_id, found.ends_at
     )
     # None when no key is stored yet: the ring makes the first as it loads.
     key_version = found.key_version or 0
     if not (found.is_active and found.revoked_at is None and grant.ends_at > now):
-        raise Problem("invalid_refresh_token")
+        raise Problem(Code.INVALID_REFRESH_TOKEN)
     successor = successor_of(_refresh_key(), refresh_token)
     spent_at = found.spent_at
     if spent_at is None:
         if found.expires_at <= now:
-            raise Problem("invalid_refresh_token")
+            raise Problem(Code.INVALID_REFRESH_TOKEN)
         params = {
             "token_id": found.token_id,
             "session_id": grant.session_id,
@@ -179,7 +179,7 @@ def refresh(refresh_token: str) -> IssuedTokens:
         "refresh_reuse_detected", user_id=grant.user_id, session_id=grant.session_id
     )
     revoke_sessions(AuthSession.id == grant.session_id, reason="refresh_reuse")
-    raise Problem("invalid_refresh_token")
+    raise Problem(Code.INVALID_REFRESH_TOKEN)
 
 
 def _refresh_token_expiry(grant: Grant, now: datetime) -> datetime:
@@ -271,14 +271,14 @@ def revoke_own_session(principal: Principal, session_id: str) -> None:
     try:
         key = uuid.UUID(session_id)
     except ValueError:
-        raise Problem("not_found", "No such session.") from None
+        raise Problem(Code.NOT_FOUND, "No such session.") from None
     condition = (
         (AuthSession.id == key)
         & (AuthSession.user_id == uuid.UUID(principal.id))
         & (AuthSession.expires_at > clock.now())
     )
     if not revoke_sessions(condition, reason="revoked_by_user"):
-        raise Problem("not_found", "No such session.")
+        raise Problem(Code.NOT_FOUND, "No such session.")
 
 
 #: Sessions this long past their end or revocation are deleted by ``prune``.

@@ -24,7 +24,7 @@ from limits import RateLimitItem, parse_many
 
 from . import clock, throttle_store
 from .db import get_db
-from .errors import Problem, RateLimited
+from .errors import Code, Problem, RateLimited
 from .throttle_store import Counters, DatabaseCounters, RedisCounters
 
 
@@ -57,15 +57,17 @@ class Rule:
     counters: tuple[Callable[[str | None], str], ...]
     #: The error code of the failure that keeps its slots (any other outcome gives
     #: them back), or ``None`` when every attempt counts, whatever its outcome.
-    kept_on: str | None
+    kept_on: Code | None
 
 
 RULES: dict[Kind, Rule] = {
     # Failed logins per account and per address; past the limit even the right
     # password is refused, so a guess cannot tell.
-    Kind.LOGIN: Rule("LOGIN_RATE_LIMIT", (_account, _address), "invalid_credentials"),
+    Kind.LOGIN: Rule(
+        "LOGIN_RATE_LIMIT", (_account, _address), Code.INVALID_CREDENTIALS
+    ),
     # Guessing the introspection credential is held back like guessing a password.
-    Kind.INTROSPECTION: Rule("LOGIN_RATE_LIMIT", (_address,), "invalid_token"),
+    Kind.INTROSPECTION: Rule("LOGIN_RATE_LIMIT", (_address,), Code.INVALID_TOKEN),
     Kind.REGISTRATION: Rule("REGISTRATION_RATE_LIMIT", (_address,), None),
 }
 
@@ -78,7 +80,7 @@ class Attempt:
     """
 
     def __init__(
-        self, counters: Counters, reserved: list[str], kept_on: str | None
+        self, counters: Counters, reserved: list[str], kept_on: Code | None
     ) -> None:
         self._counters = counters
         self._reserved = reserved

@@ -24,6 +24,9 @@ from .db import Database, UTCDateTime
 from .driver import DriverStatement
 from .models import ThrottleCounter
 
+#: The counters' table; the ORM types ``__table__`` as any FromClause.
+COUNTERS = cast(Table, ThrottleCounter.__table__)
+
 # The throttle's lines keep the logger name operators filter them by.
 log = logging.getLogger("authsvc.throttle")
 

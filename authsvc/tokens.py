@@ -179,20 +179,26 @@ def check_lifetime(claims: AccessClaims, *, now: int, leeway: int = 0) -> Access
 
 
 def _checked_claims(payload: dict[str, Any]) -> AccessClaims:
-    strings = [payload.get(name) for name in ("sub", "sid", "jti")]
-    times = [payload.get(name) for name in ("iat", "exp")]
+    sub, sid, jti = (payload.get(name) for name in ("sub", "sid", "jti"))
+    issued_at, expires_at = payload.get("iat"), payload.get("exp")
     not_before = payload.get("nbf")
     roles = payload.get("roles")
-    if not all(isinstance(value, str) and value for value in strings):
+    if not (
+        isinstance(sub, str)
+        and sub
+        and isinstance(sid, str)
+        and sid
+        and isinstance(jti, str)
+        and jti
+    ):
         raise TokenError("malformed claims")
-    if not all(type(value) is int for value in times):
+    if type(issued_at) is not int or type(expires_at) is not int:
         raise TokenError("malformed time claims")
     if "nbf" in payload and type(not_before) is not int:
         raise TokenError("malformed time claims")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("malformed roles")
-    sub, sid, jti = strings
-    return AccessClaims(sub, sid, jti, times[0], times[1], tuple(roles), not_before)
+    return AccessClaims(sub, sid, jti, issued_at, expires_at, tuple(roles), not_before)
 
 
 def new_opaque_token() -> str:

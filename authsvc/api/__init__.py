@@ -142,4 +142,5 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document ``app`` serves at ``/swagger.json``."""
     api: Api = app.extensions["authsvc.api"]
     with app.test_request_context():
-        return api.__schema__
+        document: dict[str, Any] = api.__schema__
+    return document

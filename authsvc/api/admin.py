@@ -10,6 +10,7 @@ from flask_restx import Namespace, Resource, fields
 from .. import accounts, admin, sessions
 from ..bearer import roles_required
 from ..clock import iso
+from ..errors import Code
 from ..models import User
 from .payload import read_int_arg, read_json, read_text_arg
 from .schemas import (
@@ -25,7 +26,7 @@ ns = Namespace("admin", description="User administration; needs the role `admin`
 
 #: ``accounts.ROLE_PATTERN``, anchored as JSON Schema patterns must be.
 ROLE_PATTERN = rf"^{accounts.ROLE_PATTERN.pattern}$"
-ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, "insufficient_scope")
+ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, Code.INSUFFICIENT_SCOPE)
 MAX_PER_PAGE = 100
 MAX_PAGE = 1_000_000
 
@@ -98,7 +99,7 @@ class AdminUsers(AdminResource):
                 "maximum": MAX_PER_PAGE,
             },
         },
-        responses=problem_responses("validation_error", *ADMIN_ERRORS),
+        responses=problem_responses(Code.VALIDATION_ERROR, *ADMIN_ERRORS),
     )
     @ns.response(200, "A page of users, by username.", user_page_model)
     def get(self) -> dict[str, Any]:
@@ -116,7 +117,9 @@ class AdminUser(AdminResource):
     """One user."""
 
     @ns.response(200, "The user.", admin_user_model)
-    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    @ns.doc(
+        security="bearer", responses=problem_responses(*ADMIN_ERRORS, Code.NOT_FOUND)
+    )
     def get(self, user_id: str) -> dict[str, Any]:
         """Show a user."""
         return admin_user_json(accounts.find_user(user_id))
@@ -126,11 +129,11 @@ class AdminUser(AdminResource):
     @ns.doc(
         security="bearer",
         responses=problem_responses(
-            "validation_error",
+            Code.VALIDATION_ERROR,
             *ADMIN_ERRORS,
-            "not_found",
-            "last_admin",
-            "unsupported_media_type",
+            Code.NOT_FOUND,
+            Code.LAST_ADMIN,
+            Code.UNSUPPORTED_MEDIA_TYPE,
         ),
     )
     def patch(self, user_id: str) -> dict[str, Any]:
@@ -148,7 +151,7 @@ class AdminUser(AdminResource):
     @ns.response(204, "The user and all their sessions are gone.")
     @ns.doc(
         security="bearer",
-        responses=problem_responses(*ADMIN_ERRORS, "not_found", "last_admin"),
+        responses=problem_responses(*ADMIN_ERRORS, Code.NOT_FOUND, Code.LAST_ADMIN),
     )
     def delete(self, user_id: str) -> Response:
         """Delete a user; never the last active administrator."""
@@ -162,7 +165,9 @@ class AdminUserSessions(AdminResource):
     """A user's sessions."""
 
     @ns.response(204, "Every session of the user is revoked.")
-    @ns.doc(security="bearer", responses=problem_responses(*ADMIN_ERRORS, "not_found"))
+    @ns.doc(
+        security="bearer", responses=problem_responses(*ADMIN_ERRORS, Code.NOT_FOUND)
+    )
     def delete(self, user_id: str) -> Response:
         """Log a user out everywhere."""
         user = accounts.find_user(user_id)

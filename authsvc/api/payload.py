@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app, request
 from flask_restx import Model
 from jsonschema import Draft4Validator
 from jsonschema.exceptions import ValidationError
 
-from ..errors import Problem
+from ..errors import Code, Problem
 
 #: Where each app keeps its validators (their schemas follow its settings).
 VALIDATORS = "authsvc.validators"
@@ -54,7 +54,7 @@ def read_json(
 def read_object() -> dict[str, Any]:
     """Return the request's JSON object, unchecked; anything else is refused."""
     if not request.is_json:
-        raise Problem("unsupported_media_type")
+        raise Problem(Code.UNSUPPORTED_MEDIA_TYPE)
     body = parse_json(request.get_data(cache=True))
     if not isinstance(body, dict):
         raise body_problem("The request body must be a JSON object.")
@@ -71,13 +71,13 @@ def checked(
         # schema's (which pattern, which policy); it sees only fields of its type.
         errors = {**errors, **rules(body)}
     if errors:
-        raise Problem("validation_error", errors=errors)
+        raise Problem(Code.VALIDATION_ERROR, errors=errors)
     return body
 
 
 def body_problem(message: str) -> Problem:
     """The ``validation_error`` of a body that cannot be read as a JSON object."""
-    return Problem("validation_error", message, errors={BODY: message})
+    return Problem(Code.VALIDATION_ERROR, message, errors={BODY: message})
 
 
 FORM_MIMETYPE = "application/x-www-form-urlencoded"
@@ -92,7 +92,7 @@ def read_form_or_json(model: Model) -> dict[str, Any]:
         name: "must be given once" for name in form if len(form.getlist(name)) > 1
     }
     if repeated:
-        raise Problem("validation_error", errors=repeated)
+        raise Problem(Code.VALIDATION_ERROR, errors=repeated)
     body = form.to_dict()
     for text in _strings(body):
         if "\x00" in text or not _is_encodable(text):
@@ -163,22 +163,24 @@ def _validator(model: Model) -> Draft4Validator:
     # settings (the password policy), so each app keeps one validator per model.
     # Strict models refuse unknown fields (``additionalProperties: false``).
     validators = current_app.extensions.setdefault(VALIDATORS, {})
-    validator = validators.get(model.name)
+    validator: Draft4Validator | None = validators.get(model.name)
     if validator is None:
         validator = validators[model.name] = Draft4Validator(model.__schema__)
     return validator
 
 
 def _describe(
-    error: ValidationError, schema: dict[str, Any], body: dict[str, Any]
+    error: ValidationError, schema: bool | Mapping[str, Any], body: dict[str, Any]
 ) -> Iterator[tuple[str, str]]:
     if error.validator == "required":
-        for name in error.validator_value:
+        # Unset is only for errors made by hand, not those a validator yields.
+        for name in cast(list[str], error.validator_value):
             if name not in body:
                 yield name, "is required"
         return
     if error.validator == "additionalProperties":
-        for name in body.keys() - schema.get("properties", {}).keys():
+        known = schema.get("properties", {}) if isinstance(schema, Mapping) else {}
+        for name in body.keys() - known.keys():
             yield name, "is not a known field"
         return
     field = str(error.path[0]) if error.path else BODY
@@ -200,7 +202,7 @@ def read_int_arg(name: str, *, default: int, minimum: int, maximum: int) -> int:
         return default
     if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
         raise Problem(
-            "validation_error",
+            Code.VALIDATION_ERROR,
             errors={name: f"must be a whole number from {minimum} to {maximum}"},
         )
     return int(raw)
@@ -210,5 +212,5 @@ def read_text_arg(name: str, *, max_length: int) -> str:
     """Read a text query argument cut to ``max_length``; NUL in it is refused."""
     text = request.args.get(name, "")[:max_length]
     if "\x00" in text:
-        raise Problem("validation_error", errors={name: "must not contain NUL"})
+        raise Problem(Code.VALIDATION_ERROR, errors={name: "must not contain NUL"})
     return text

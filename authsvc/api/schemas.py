@@ -12,7 +12,7 @@ from flask_restx.utils import not_none
 
 from ..clock import iso
 from ..config import SETTINGS
-from ..errors import CODES
+from ..errors import CODES, Code
 from ..passwords import MAX_PASSWORD_LENGTH
 
 #: What every text of a request may hold: anything but NUL and lone surrogates,
@@ -43,9 +43,10 @@ class NewPassword(fields.String):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_PASSWORD_LENGTH, pattern=TEXT_PATTERN, **kwargs)
 
-    @property  # type: ignore[override]
+    @property
     def __schema__(self) -> dict[str, Any]:
-        return not_none(self.schema())
+        schema: dict[str, Any] = not_none(self.schema())
+        return schema
 
     def schema(self) -> dict[str, Any]:
         return {**super().schema(), "minLength": password_min_length()}
@@ -91,23 +92,23 @@ user_model = Model(
 
 #: What any operation behind ``login_required`` may answer.
 AUTHENTICATION_ERRORS = (
-    "invalid_request",
-    "authentication_required",
-    "invalid_token",
-    "token_expired",
-    "token_revoked",
+    Code.INVALID_REQUEST,
+    Code.AUTHENTICATION_REQUIRED,
+    Code.INVALID_TOKEN,
+    Code.TOKEN_EXPIRED,
+    Code.TOKEN_REVOKED,
 )
 
 
 #: What any operation may answer: a crash, or a database that does not answer.
-ALWAYS = ("internal_error", "service_unavailable")
+ALWAYS = (Code.INTERNAL_ERROR, Code.SERVICE_UNAVAILABLE)
 #: What any route answers to a request it cannot route: malformed HTTP or a
 #: malformed ``Host`` header, a request line or a header over the server's limits.
-ANY_REQUEST = ("invalid_request", "uri_too_long", "headers_too_large")
+ANY_REQUEST = (Code.INVALID_REQUEST, Code.URI_TOO_LONG, Code.HEADERS_TOO_LARGE)
 
 
 def problem_responses(
-    *codes: str, always: Sequence[str] = ALWAYS
+    *codes: Code, always: Sequence[Code] = ALWAYS
 ) -> dict[str, tuple[str, Model]]:
     """Document the error ``codes`` an operation can answer, grouped by status.
 
@@ -115,8 +116,8 @@ def problem_responses(
     one that reads a body (it lists ``unsupported_media_type``) with
     ``payload_too_large``.
     """
-    if "unsupported_media_type" in codes:
-        codes = (*codes, "payload_too_large")
+    if Code.UNSUPPORTED_MEDIA_TYPE in codes:
+        codes = (*codes, Code.PAYLOAD_TOO_LARGE)
     by_status: dict[int, list[str]] = {}
     for code in dict.fromkeys((*codes, *always, *ANY_REQUEST)):
         by_status.setdefault(CODES[code][0], []).append(f"`{code}`")

@@ -11,6 +11,7 @@ from flask_restx import Namespace, Resource, fields
 from .. import accounts, sessions
 from ..bearer import bearer_required
 from ..clock import iso
+from ..errors import Code
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH
 from .payload import read_json
@@ -115,10 +116,10 @@ class Login(Resource):
     @ns.response(200, "Logged in: a new session.", tokens_model)
     @ns.doc(
         responses=problem_responses(
-            "validation_error",
-            "invalid_credentials",
-            "unsupported_media_type",
-            "rate_limited",
+            Code.VALIDATION_ERROR,
+            Code.INVALID_CREDENTIALS,
+            Code.UNSUPPORTED_MEDIA_TYPE,
+            Code.RATE_LIMITED,
         )
     )
     def post(self) -> tuple[dict[str, Any], int, dict]:
@@ -141,7 +142,9 @@ class Refresh(Resource):
     @ns.response(200, "A new access token and refresh token.", tokens_model)
     @ns.doc(
         responses=problem_responses(
-            "validation_error", "invalid_refresh_token", "unsupported_media_type"
+            Code.VALIDATION_ERROR,
+            Code.INVALID_REFRESH_TOKEN,
+            Code.UNSUPPORTED_MEDIA_TYPE,
         )
     )
     def post(self) -> tuple[dict[str, Any], int, dict]:
@@ -163,7 +166,7 @@ class Logout(Resource):
         # No body at all is the same as ``{}``.
         params={"payload": {"required": False}},
         responses=problem_responses(
-            "validation_error", *AUTHENTICATION_ERRORS, "unsupported_media_type"
+            Code.VALIDATION_ERROR, *AUTHENTICATION_ERRORS, Code.UNSUPPORTED_MEDIA_TYPE
         ),
     )
     def post(self) -> Response:
@@ -201,7 +204,7 @@ class Session(Resource):
     @ns.response(204, "The session is revoked; its tokens stop working at once.")
     @ns.doc(
         security="bearer",
-        responses=problem_responses(*AUTHENTICATION_ERRORS, "not_found"),
+        responses=problem_responses(*AUTHENTICATION_ERRORS, Code.NOT_FOUND),
     )
     def delete(self, session_id: str) -> Response:
         """Revoke one of the caller's live sessions (log out that device)."""

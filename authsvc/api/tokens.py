@@ -13,7 +13,7 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import clock, introspection
 from ..bearer import check_static_bearer
-from ..errors import Problem
+from ..errors import Code, Problem
 from ..keys import get_keys
 from ..throttle import Kind, get_throttle
 from .payload import read_form_or_json
@@ -102,12 +102,12 @@ class Introspect(Resource):
         security="bearer",
         consumes=["application/x-www-form-urlencoded", "application/json"],
         responses=problem_responses(
-            "validation_error",
-            "authentication_required",
-            "invalid_token",
-            "not_found",
-            "unsupported_media_type",
-            "rate_limited",
+            Code.VALIDATION_ERROR,
+            Code.AUTHENTICATION_REQUIRED,
+            Code.INVALID_TOKEN,
+            Code.NOT_FOUND,
+            Code.UNSUPPORTED_MEDIA_TYPE,
+            Code.RATE_LIMITED,
         ),
     )
     def post(self) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class Revoke(Resource):
     @ns.response(200, "Done, whether or not the token was known.", empty_model)
     @ns.doc(
         consumes=["application/x-www-form-urlencoded", "application/json"],
-        responses=problem_responses("validation_error", "unsupported_media_type"),
+        responses=problem_responses(Code.VALIDATION_ERROR, Code.UNSUPPORTED_MEDIA_TYPE),
     )
     def post(self) -> dict[str, Any]:
         """Revoke the session of a refresh or access token."""
@@ -137,7 +137,7 @@ class Revoke(Resource):
 def _check_introspection_secret() -> None:
     secret = current_app.config["INTROSPECTION_SECRET"]
     if not secret:
-        raise Problem("not_found", "Introspection is not enabled.")
+        raise Problem(Code.NOT_FOUND, "Introspection is not enabled.")
     # Wrong credentials are throttled per address, as failed logins are.
     with get_throttle().attempt(Kind.INTROSPECTION, request.remote_addr):
         check_static_bearer(secret, "introspection")

@@ -10,7 +10,7 @@ from flask_restx import Namespace, Resource, fields
 
 from .. import accounts
 from ..bearer import bearer_required
-from ..errors import Problem
+from ..errors import Code, Problem
 from ..passwords import MAX_PASSWORD_LENGTH
 from .payload import checked, read_json, read_object
 from .schemas import (
@@ -28,11 +28,11 @@ ns = Namespace("users", description="Register and read your own account.", path=
 
 #: What an operation that first checks the caller's password may answer.
 PASSWORD_CHECK_ERRORS = (
-    "validation_error",
+    Code.VALIDATION_ERROR,
     *AUTHENTICATION_ERRORS,
-    "invalid_credentials",
-    "unsupported_media_type",
-    "rate_limited",
+    Code.INVALID_CREDENTIALS,
+    Code.UNSUPPORTED_MEDIA_TYPE,
+    Code.RATE_LIMITED,
 )
 
 registration_model = ns.model(
@@ -90,11 +90,11 @@ class Users(Resource):
     @ns.response(201, "The new user.", user_model)
     @ns.doc(
         responses=problem_responses(
-            "validation_error",
-            "registration_closed",
-            "already_exists",
-            "unsupported_media_type",
-            "rate_limited",
+            Code.VALIDATION_ERROR,
+            Code.REGISTRATION_CLOSED,
+            Code.ALREADY_EXISTS,
+            Code.UNSUPPORTED_MEDIA_TYPE,
+            Code.RATE_LIMITED,
         )
     )
     def post(self) -> tuple[dict[str, Any], int]:
@@ -135,7 +135,7 @@ class Me(Resource):
     @ns.response(204, "The account and all its sessions are gone.")
     @ns.doc(
         security="bearer",
-        responses=problem_responses(*PASSWORD_CHECK_ERRORS, "last_admin"),
+        responses=problem_responses(*PASSWORD_CHECK_ERRORS, Code.LAST_ADMIN),
     )
     def delete(self) -> Response:
         """Delete the caller's account; the username and e-mail become free.
