@@ -53,8 +53,6 @@ from authsvc import resource as companion
 from authsvc.keys import DatabaseKeys, Key
 from authsvc.resource import KeySet, ResourceServer, roles_required
 
-pytestmark = pytest.mark.live
-
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "resource_app.py"
 SECRET_KEY = "resource-test-secret-" + "r" * 40
@@ -418,6 +416,7 @@ def user(live: Authsvc) -> tuple[str, dict[str, Any]]:
 # --- /hello: local verification -------------------------------------------------------
 
 
+@pytest.mark.live
 def test_hello_accepts_a_live_token(live, client, user):
     username, issued = user
     subject = live.me(issued["access_token"])["id"]
@@ -428,6 +427,7 @@ def test_hello_accepts_a_live_token(live, client, user):
     assert response.json == {"hello": username, "id": subject}
 
 
+@pytest.mark.live
 def test_hello_without_a_token_asks_for_one(client):
     for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}):
         response = client.get("/hello", headers=headers)
@@ -436,6 +436,7 @@ def test_hello_without_a_token_asks_for_one(client):
         assert response.headers["WWW-Authenticate"] == CHALLENGE
 
 
+@pytest.mark.live
 def test_a_token_made_with_the_live_key_is_accepted(client, forger):
     """The control for the refusals below: only the one changed thing is wrong."""
     token = forger.sign(roles=["reporter"])
@@ -489,6 +490,7 @@ REFUSED: dict[str, Callable[[Forger, str], str]] = {
 }
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("case", REFUSED)
 def test_hello_refuses_a_bad_token(client, forger, user, case):
     token = REFUSED[case](forger, user[1]["access_token"])
@@ -496,10 +498,12 @@ def test_hello_refuses_a_bad_token(client, forger, user, case):
     assert_refused(get(client, "/hello", token), "invalid_token")
 
 
+@pytest.mark.live
 def test_hello_refuses_the_refresh_token(client, user):
     assert_refused(get(client, "/hello", user[1]["refresh_token"]), "invalid_token")
 
 
+@pytest.mark.live
 def test_hello_refuses_an_expired_token_as_expired(client, forger):
     now = int(time.time())
     token = forger.sign(iat=now - 600, exp=now - 60)
@@ -507,6 +511,7 @@ def test_hello_refuses_an_expired_token_as_expired(client, forger):
     assert_refused(get(client, "/hello", token), "token_expired")
 
 
+@pytest.mark.live
 def test_a_token_for_another_audience_from_its_authsvc_is_refused(client, forger):
     """The live key signing for ``aud: other``: what AUTHSVC_AUDIENCE=other issues."""
     token = forger.sign(aud="other", iss="authsvc")
@@ -521,6 +526,7 @@ def test_a_token_for_another_audience_from_its_authsvc_is_refused(client, forger
 # --- /reports: roles ------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_reports_needs_the_role_granted_by_the_cli(live, client, user):
     username, issued = user
 
@@ -545,6 +551,7 @@ def test_reports_needs_the_role_granted_by_the_cli(live, client, user):
 # --- /transfer: introspection ---------------------------------------------------------
 
 
+@pytest.mark.live
 def test_transfer_sees_a_logout_at_once(live, client, user):
     token = user[1]["access_token"]
 
@@ -563,6 +570,7 @@ def test_transfer_sees_a_logout_at_once(live, client, user):
     )
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "where",
     ["authsvc unreachable", "wrong introspection secret"],
@@ -592,6 +600,7 @@ def test_transfer_fails_closed(live, user, where):
 # --- the JWKS cache -------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_jwks_is_fetched_once_for_a_known_kid(jwks_server, forger, user):
     app, _ = companion_app(jwks_server.url)
     client = app.test_client()
@@ -604,6 +613,7 @@ def test_jwks_is_fetched_once_for_a_known_kid(jwks_server, forger, user):
     assert jwks_server.fetches == 1
 
 
+@pytest.mark.live
 def test_an_unknown_kid_refetches_at_most_once_per_interval(
     jwks_server, forger, fake_clock
 ):
@@ -634,6 +644,7 @@ def test_an_unknown_kid_refetches_at_most_once_per_interval(
     assert jwks_server.fetches == 3
 
 
+@pytest.mark.live
 def test_unknown_kids_in_parallel_refetch_once(jwks_server, forger, fake_clock):
     keys = KeySet(jwks_server.url, refetch_interval=30)
     assert keys.get(forger.key.kid) is not None
@@ -657,6 +668,7 @@ def test_unknown_kids_in_parallel_refetch_once(jwks_server, forger, fake_clock):
     assert jwks_server.fetches == 2
 
 
+@pytest.mark.live
 def test_parallel_first_requests_all_wait_for_the_one_fetch(jwks_server, user):
     app, _ = companion_app(jwks_server.url)
     jwks_server.delay = 0.5
@@ -679,6 +691,7 @@ def test_parallel_first_requests_all_wait_for_the_one_fetch(jwks_server, user):
     assert statuses == [200] * 8
 
 
+@pytest.mark.live
 def test_a_rotated_key_is_accepted_after_the_refetch(tmp_path):
     """``authsvc keys rotate``; once the new key signs, the companion refetches."""
     delay = 2
@@ -729,6 +742,7 @@ def test_a_rotated_key_is_accepted_after_the_refetch(tmp_path):
 # --- the example as a real server -----------------------------------------------------
 
 
+@pytest.mark.live
 def test_example_app_under_flask_run(live, user, tmp_path):
     env = clean_env(URL=live.url, INTROSPECTION_SECRET=INTROSPECTION_SECRET)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -784,6 +798,7 @@ def test_resource_server_refuses_non_http_urls(url):
         KeySet(url)
 
 
+@pytest.mark.live
 @pytest.mark.parametrize(
     "cookie",
     [
@@ -804,6 +819,7 @@ def test_a_remember_cookie_does_not_hide_the_bearer_token(example, user, cookie)
     assert response.status_code == 200, response.data
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer one two"])
 def test_a_malformed_bearer_header_is_invalid_request(client, value):
     response = client.get("/hello", headers={"Authorization": value})
