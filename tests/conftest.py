@@ -11,6 +11,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+# Before helpers is imported: its assertions (problem()) then show what differed.
+pytest.register_assert_rewrite("helpers")
+
 from helpers import PASSWORD, FakeClock
 from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 
 import jwt
 from sqlalchemy import func, select
 
 from authsvc.db import get_session
+from authsvc.errors import CODES
 from authsvc.models import User
 
 PASSWORD = "correct horse battery staple"
+PROBLEM_MIMETYPE = "application/problem+json"
 JWKS_PATH = "/.well-known/jwks.json"
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -35,14 +38,50 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def problem(response, code: str, status: int) -> dict:
-    """Assert ``response`` is the contract's problem+json for ``code``; return it."""
+def problem_body(
+    code: str,
+    status: int,
+    *,
+    detail: str | None = None,
+    errors: dict[str, str] | None = None,
+) -> dict:
+    """The whole problem+json body for ``code``: the code's own detail unless given."""
+    body = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": CODES[code][1] if detail is None else detail,
+        "code": code,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+#: The details of a body that cannot be read as a JSON object, also its errors["body"].
+BODY_NOT_JSON = "The request body is not valid JSON."
+BODY_NOT_AN_OBJECT = "The request body must be a JSON object."
+BODY_BAD_CHARACTERS = "The request body contains NUL or a lone surrogate."
+
+
+def unreadable(message: str) -> dict:
+    """problem()'s keywords for a body that is not a readable JSON object."""
+    return {"detail": message, "errors": {"body": message}}
+
+
+def problem(
+    response,
+    code: str,
+    status: int,
+    *,
+    detail: str | None = None,
+    errors: dict[str, str] | None = None,
+) -> dict:
+    """Assert ``response`` is exactly the contract's problem+json for ``code``."""
     assert response.status_code == status, response.data
-    assert response.mimetype == "application/problem+json"
+    assert response.mimetype == PROBLEM_MIMETYPE
     body = response.json
-    assert body["code"] == code, body
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail", "code"} <= body.keys()
+    assert body == problem_body(code, status, detail=detail, errors=errors)
     return body
 
 

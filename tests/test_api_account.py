@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from helpers import (
+    BODY_NOT_AN_OBJECT,
+    BODY_NOT_JSON,
     PASSWORD,
     assert_refused,
     assert_works,
@@ -14,6 +16,7 @@ from helpers import (
     me,
     problem,
     refresh,
+    unreadable,
 )
 
 NEW_PASSWORD = "purple monkey dishwasher 42"
@@ -219,7 +222,7 @@ def test_another_users_session_is_not_found(client, register, login):
     response = client.delete(
         f"/sessions/{bob['session_id']}", headers=bearer(alice["access_token"])
     )
-    problem(response, "not_found", 404)
+    problem(response, "not_found", 404, detail="No such session.")
     assert_works(client, bob)
     assert refresh(client, bob).status_code == 200
 
@@ -233,7 +236,7 @@ def test_unknown_session_is_not_found(client, tokens, session_id):
     response = client.delete(
         f"/sessions/{session_id}", headers=bearer(tokens["access_token"])
     )
-    problem(response, "not_found", 404)
+    problem(response, "not_found", 404, detail="No such session.")
     assert_works(client, tokens)
 
 
@@ -243,7 +246,12 @@ def test_revoked_session_is_not_found(client, register, login):
     other = login()
     path = f"/sessions/{other['session_id']}"
     assert client.delete(path, headers=bearer(mine["access_token"])).status_code == 204
-    problem(client.delete(path, headers=bearer(mine["access_token"])), "not_found", 404)
+    problem(
+        client.delete(path, headers=bearer(mine["access_token"])),
+        "not_found",
+        404,
+        detail="No such session.",
+    )
 
 
 def test_logged_out_session_is_not_found(client, register, login):
@@ -254,7 +262,7 @@ def test_logged_out_session_is_not_found(client, register, login):
     response = client.delete(
         f"/sessions/{other['session_id']}", headers=bearer(mine["access_token"])
     )
-    problem(response, "not_found", 404)
+    problem(response, "not_found", 404, detail="No such session.")
 
 
 def test_expired_session_is_not_found(client, make_app, register, login, clock):
@@ -268,7 +276,7 @@ def test_expired_session_is_not_found(client, make_app, register, login, clock):
     response = client.delete(
         f"/sessions/{expired['session_id']}", headers=bearer(mine["access_token"])
     )
-    problem(response, "not_found", 404)
+    problem(response, "not_found", 404, detail="No such session.")
 
 
 def test_delete_session_needs_a_token(client, tokens):
@@ -314,7 +322,12 @@ def test_wrong_current_password_changes_nothing(client, register, login):
     calling = login()
     other = login()
     response = change_password(client, calling, "not the password", NEW_PASSWORD)
-    problem(response, "invalid_credentials", 401)
+    problem(
+        response,
+        "invalid_credentials",
+        401,
+        detail="The current password is incorrect.",
+    )
     assert_works(client, calling)
     assert_works(client, other)
     assert can_log_in(client, "alice", PASSWORD)
@@ -324,11 +337,16 @@ def test_wrong_current_password_changes_nothing(client, register, login):
 def test_wrong_current_passwords_count_towards_login_throttling(client, tokens):
     for _ in range(10):
         response = change_password(client, tokens, "not the password", NEW_PASSWORD)
-        problem(response, "invalid_credentials", 401)
+        problem(
+            response,
+            "invalid_credentials",
+            401,
+            detail="The current password is incorrect.",
+        )
     response = client.post(
         "/login", json={"username": "alice", "password": "not the password"}
     )
-    problem(response, "rate_limited", 429)
+    problem(response, "rate_limited", 429, detail="Too many attempts; try again later.")
     assert int(response.headers["Retry-After"]) > 0
 
 
@@ -336,10 +354,10 @@ def test_wrong_current_passwords_count_towards_login_throttling(client, tokens):
     ("new_password", "message"),
     [
         ("Zq8-kk", "must be at least 8 characters"),
-        ("", ...),
+        ("", "must be at least 8 characters"),
         ("password123", "is too common"),
         ("my-Alice-secret", "must not contain the username"),
-        ("Zq8-" + "k" * 1021, ...),
+        ("Zq8-" + "k" * 1021, "must be at most 1024 characters"),
     ],
     ids=["short", "empty", "common", "contains-username", "too-long"],
 )
@@ -350,7 +368,7 @@ def test_new_password_must_meet_the_policy(
     calling = login()
     other = login()
     response = change_password(client, calling, PASSWORD, new_password)
-    body = problem(response, "validation_error", 400)
+    body = problem(response, "validation_error", 400, errors={"new_password": message})
     assert body["errors"].keys() == {"new_password"}
     if message is not ...:
         assert body["errors"]["new_password"] == message
@@ -404,24 +422,30 @@ def test_bad_password_change_body(client, register, login, body, errors):
     response = client.post(
         "/me/password", json=body, headers=bearer(calling["access_token"])
     )
-    assert problem(response, "validation_error", 400)["errors"] == errors
+    assert problem(response, "validation_error", 400, errors=errors)["errors"] == errors
     assert_works(client, other)
     assert can_log_in(client, "alice", PASSWORD)
 
 
 @pytest.mark.parametrize(
-    "data",
-    ["[]", '"text"', "null", "{", f'{{"current_password": "{PASSWORD}"'],
+    ("data", "message"),
+    [
+        ("[]", BODY_NOT_AN_OBJECT),
+        ('"text"', BODY_NOT_AN_OBJECT),
+        ("null", BODY_NOT_AN_OBJECT),
+        ("{", BODY_NOT_JSON),
+        (f'{{"current_password": "{PASSWORD}"', BODY_NOT_JSON),
+    ],
     ids=["array", "string", "null", "broken", "unterminated"],
 )
-def test_password_change_body_that_is_not_a_json_object(client, tokens, data):
+def test_password_change_body_that_is_not_a_json_object(client, tokens, data, message):
     response = client.post(
         "/me/password",
         data=data,
         content_type="application/json",
         headers=bearer(tokens["access_token"]),
     )
-    problem(response, "validation_error", 400)
+    problem(response, "validation_error", 400, **unreadable(message))
     assert PASSWORD not in response.get_data(as_text=True)
 
 
@@ -518,7 +542,7 @@ def test_delete_account_with_the_wrong_password(client, register, login):
     calling = login()
     other = login()
     response = delete_me(client, calling, "not the password")
-    problem(response, "invalid_credentials", 401)
+    problem(response, "invalid_credentials", 401, detail="The password is incorrect.")
     assert me(client, calling).json == created
     assert_works(client, other)
     assert can_log_in(client, "alice", PASSWORD)
@@ -536,7 +560,10 @@ def test_delete_account_with_the_wrong_password(client, register, login):
             {"password": PASSWORD, "confirm": True},
             {"confirm": "is not a known field"},
         ),
-        ({"current_password": PASSWORD}, ...),
+        (
+            {"current_password": PASSWORD},
+            {"password": "is required", "current_password": "is not a known field"},
+        ),
     ],
     ids=[
         "missing",
@@ -550,12 +577,20 @@ def test_delete_account_with_the_wrong_password(client, register, login):
 )
 def test_bad_account_deletion_body(client, tokens, body, errors):
     response = client.delete("/me", json=body, headers=bearer(tokens["access_token"]))
-    result = problem(response, "validation_error", 400)
+    result = problem(response, "validation_error", 400, errors=errors)
     if errors is not ...:
         assert result["errors"] == errors
     assert PASSWORD not in response.get_data(as_text=True)
     assert_works(client, tokens)
     assert can_log_in(client, "alice", PASSWORD)
+
+
+#: Bodies of DELETE /me that are not a readable JSON object, and what each is told.
+NOT_AN_OBJECT_DELETIONS = {
+    "[]": BODY_NOT_AN_OBJECT,
+    "{": BODY_NOT_JSON,
+    f'"{PASSWORD}"': BODY_NOT_AN_OBJECT,
+}
 
 
 @pytest.mark.parametrize("data", ["[]", "{", f'"{PASSWORD}"'])
@@ -566,7 +601,12 @@ def test_account_deletion_body_that_is_not_a_json_object(client, tokens, data):
         content_type="application/json",
         headers=bearer(tokens["access_token"]),
     )
-    problem(response, "validation_error", 400)
+    problem(
+        response,
+        "validation_error",
+        400,
+        **unreadable(NOT_AN_OBJECT_DELETIONS[data]),
+    )
     assert PASSWORD not in response.get_data(as_text=True)
     assert_works(client, tokens)
 

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 import jwt
 import pytest
 from helpers import (
+    BODY_NOT_AN_OBJECT,
+    BODY_NOT_JSON,
     PASSWORD,
     assert_refused,
     assert_works,
@@ -15,6 +17,7 @@ from helpers import (
     me,
     problem,
     refresh,
+    unreadable,
 )
 
 ADMIN_USER_KEYS = {
@@ -220,7 +223,7 @@ def test_unknown_user_is_not_found(admin, method, path, user_id):
         path.format(id=user_id),
         json={"is_active": False} if method == "PATCH" else None,
     )
-    problem(response, "not_found", 404)
+    problem(response, "not_found", 404, detail="No such user.")
 
 
 # --- GET /admin/users ------------------------------------------------------------
@@ -333,6 +336,13 @@ def test_empty_parameters_mean_the_defaults(admin, register):
     assert response.json["total"] == 2
 
 
+#: What a page or page size out of its range is told.
+PAGING = {
+    "page": "must be a whole number from 1 to 1000000",
+    "per_page": "must be a whole number from 1 to 100",
+}
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
@@ -351,7 +361,7 @@ def test_empty_parameters_mean_the_defaults(admin, register):
 )
 def test_bad_paging_parameters(admin, name, value):
     response = admin("GET", "/admin/users", query_string={name: value})
-    body = problem(response, "validation_error", 400)
+    body = problem(response, "validation_error", 400, errors={name: PAGING[name]})
     assert body["errors"].keys() == {name}
     assert body["errors"][name]
 
@@ -480,36 +490,49 @@ def test_bad_patch_changes_nothing(client, admin, register, login, body, errors)
     path = f"/admin/users/{target['id']}"
     before = admin("GET", path).json
     response = admin("PATCH", path, json=body)
-    assert problem(response, "validation_error", 400)["errors"] == errors
+    assert problem(response, "validation_error", 400, errors=errors)["errors"] == errors
     assert PASSWORD not in response.get_data(as_text=True)
     assert admin("GET", path).json == before
     assert_works(client, tokens)
 
 
 @pytest.mark.parametrize(
-    ("data", "content_type", "code", "status"),
+    ("data", "content_type", "code", "status", "answer"),
     [
-        ("[]", "application/json", "validation_error", 400),
-        ('"is_active"', "application/json", "validation_error", 400),
-        ("{", "application/json", "validation_error", 400),
+        (
+            "[]",
+            "application/json",
+            "validation_error",
+            400,
+            unreadable(BODY_NOT_AN_OBJECT),
+        ),
+        (
+            '"is_active"',
+            "application/json",
+            "validation_error",
+            400,
+            unreadable(BODY_NOT_AN_OBJECT),
+        ),
+        ("{", "application/json", "validation_error", 400, unreadable(BODY_NOT_JSON)),
         (
             "is_active=false",
             "application/x-www-form-urlencoded",
             "unsupported_media_type",
             415,
+            {},
         ),
-        ('{"is_active": false}', "text/plain", "unsupported_media_type", 415),
+        ('{"is_active": false}', "text/plain", "unsupported_media_type", 415, {}),
     ],
     ids=["array", "string", "broken", "form", "text"],
 )
 def test_patch_body_must_be_a_json_object(
-    client, admin, register, login, data, content_type, code, status
+    client, admin, register, login, data, content_type, code, status, answer
 ):
     target = register("alice")
     tokens = login("alice")
     path = f"/admin/users/{target['id']}"
     response = admin("PATCH", path, data=data, content_type=content_type)
-    problem(response, code, status)
+    problem(response, code, status, **answer)
     assert admin("GET", path).json["is_active"] is True
     assert_works(client, tokens)
 
@@ -527,8 +550,8 @@ def test_delete_user(client, admin, register, login):
     assert response.status_code == 204
     assert response.data == b""
     assert "Content-Type" not in response.headers
-    problem(admin("GET", path), "not_found", 404)
-    problem(admin("DELETE", path), "not_found", 404)
+    problem(admin("GET", path), "not_found", 404, detail="No such user.")
+    problem(admin("DELETE", path), "not_found", 404, detail="No such user.")
     for tokens in sessions:
         assert_refused(client, tokens, "invalid_token")
     assert not can_log_in(client, "alice")

@@ -155,7 +155,7 @@ BAD_LOGINS = [
 @pytest.mark.parametrize(("body", "errors"), BAD_LOGINS)
 def test_bad_login_body(app, client, body, errors):
     response = client.post("/login", json=body)
-    assert problem(response, "validation_error", 400)["errors"] == errors
+    assert problem(response, "validation_error", 400, errors=errors)["errors"] == errors
     assert count(app, AuthSession) == 0
 
 
@@ -292,7 +292,7 @@ def test_access_token_is_not_a_refresh_token(client, tokens):
 )
 def test_bad_refresh_body(client, body, errors):
     response = client.post("/refresh", json=body)
-    assert problem(response, "validation_error", 400)["errors"] == errors
+    assert problem(response, "validation_error", 400, errors=errors)["errors"] == errors
 
 
 # --- POST /logout --------------------------------------------------------------
@@ -357,5 +357,5 @@ def test_anonymous_bad_body_is_401_not_400(client):
 )
 def test_bad_logout_body(client, tokens, body, errors):
     response = client.post("/logout", json=body, headers=bearer(tokens["access_token"]))
-    assert problem(response, "validation_error", 400)["errors"] == errors
+    assert problem(response, "validation_error", 400, errors=errors)["errors"] == errors
     assert client.get("/me", headers=bearer(tokens["access_token"])).status_code == 200

@@ -157,7 +157,7 @@ def test_retry_after_is_exposed_to_the_allowed_origin(cors_client):
         json={"username": "alice", "password": "nope!!"},
         headers={"Origin": ORIGIN},
     )
-    problem(response, "rate_limited", 429)
+    problem(response, "rate_limited", 429, detail="Too many attempts; try again later.")
     assert response.headers.getlist("Access-Control-Allow-Origin") == [ORIGIN]
     assert "retry-after" in header_list(response, "Access-Control-Expose-Headers")
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from helpers import PASSWORD, problem, user_count
+from helpers import (
+    BODY_BAD_CHARACTERS,
+    BODY_NOT_AN_OBJECT,
+    BODY_NOT_JSON,
+    PASSWORD,
+    problem,
+    unreadable,
+    user_count,
+)
 
 UNREACHABLE_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:1/none"
 
@@ -50,24 +58,25 @@ def test_body_that_is_not_json_is_415(app, client, path, content_type, data):
     assert user_count(app) == 0
 
 
-MALFORMED = [
-    b"",
-    b"{",
-    b"not json",
-    b"[]",
-    b'"alice"',
-    b"42",
-    b"null",
-    b"true",
-    b'{"username": NaN, "password": "x"}',
-    b'{"username": "a", "password": Infinity}',
-    b'{"username": "a", "username": "b", "password": "x"}',
-    b'{"username": "\\ud800", "password": "x"}',
-    b'{"username": "a\\u0000b", "password": "x"}',
-    b'{"username": "\xff\xfe", "password": "x"}',
-    b"[" * 30000 + b"]" * 30000,
-    b'{"a":' * 10000 + b"1" + b"}" * 10000,
-]
+#: Bodies that are not a readable JSON object, and the detail each is answered.
+MALFORMED = {
+    b"": BODY_NOT_JSON,
+    b"{": BODY_NOT_JSON,
+    b"not json": BODY_NOT_JSON,
+    b"[]": BODY_NOT_AN_OBJECT,
+    b'"alice"': BODY_NOT_AN_OBJECT,
+    b"42": BODY_NOT_AN_OBJECT,
+    b"null": BODY_NOT_AN_OBJECT,
+    b"true": BODY_NOT_AN_OBJECT,
+    b'{"username": NaN, "password": "x"}': BODY_NOT_JSON,
+    b'{"username": "a", "password": Infinity}': BODY_NOT_JSON,
+    b'{"username": "a", "username": "b", "password": "x"}': BODY_NOT_JSON,
+    b'{"username": "\\ud800", "password": "x"}': BODY_BAD_CHARACTERS,
+    b'{"username": "a\\u0000b", "password": "x"}': BODY_BAD_CHARACTERS,
+    b'{"username": "\xff\xfe", "password": "x"}': BODY_NOT_JSON,
+    b"[" * 30000 + b"]" * 30000: BODY_NOT_JSON,
+    b'{"a":' * 10000 + b"1" + b"}" * 10000: BODY_NOT_JSON,
+}
 
 
 @pytest.mark.parametrize("path", ["/login", "/refresh", "/users"])
@@ -76,7 +85,7 @@ MALFORMED = [
 )
 def test_malformed_json_is_400(app, client, path, data):
     response = client.post(path, data=data, content_type="application/json")
-    problem(response, "validation_error", 400)
+    problem(response, "validation_error", 400, **unreadable(MALFORMED[data]))
     assert user_count(app) == 0
 
 

@@ -58,8 +58,18 @@ def introspect(
 
 
 def test_introspection_is_off_without_a_secret(client, tokens):
-    problem(introspect(client, tokens["access_token"]), "not_found", 404)
-    problem(introspect(client, tokens["access_token"], form=True), "not_found", 404)
+    problem(
+        introspect(client, tokens["access_token"]),
+        "not_found",
+        404,
+        detail="Introspection is not enabled.",
+    )
+    problem(
+        introspect(client, tokens["access_token"], form=True),
+        "not_found",
+        404,
+        detail="Introspection is not enabled.",
+    )
 
 
 def test_introspection_needs_the_credential(inspector, tokens):
@@ -76,7 +86,12 @@ def test_introspection_refuses_a_wrong_credential(inspector, tokens, credential,
     response = introspect(
         inspector, tokens["access_token"], credential=credential, form=form
     )
-    problem(response, "invalid_token", 401)
+    problem(
+        response,
+        "invalid_token",
+        401,
+        detail="The introspection credential is not valid.",
+    )
     assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
 
 
@@ -84,7 +99,12 @@ def test_a_user_access_token_is_not_the_introspection_credential(inspector, toke
     response = introspect(
         inspector, tokens["access_token"], credential=tokens["access_token"]
     )
-    problem(response, "invalid_token", 401)
+    problem(
+        response,
+        "invalid_token",
+        401,
+        detail="The introspection credential is not valid.",
+    )
 
 
 ROLES = ("--role", "admin", "--role", "ops")
@@ -217,10 +237,22 @@ def test_introspection_of_a_refresh_token(inspector, tokens):
     assert introspect(inspector, tokens["refresh_token"], form=True).json == INACTIVE
 
 
+#: What a request without a token is told, by the token it sent.
+NO_TOKEN = {
+    None: {"token": "is required"},
+    "": {"token": "must be at least 1 characters"},
+}
+
+
 @pytest.mark.parametrize("form", [False, True])
 @pytest.mark.parametrize("token", [None, ""])
 def test_introspection_without_a_token(inspector, form, token):
-    problem(introspect(inspector, token, form=form), "validation_error", 400)
+    problem(
+        introspect(inspector, token, form=form),
+        "validation_error",
+        400,
+        errors=NO_TOKEN[token],
+    )
 
 
 def test_introspection_answers_only_json_or_form(inspector, tokens):
@@ -309,7 +341,12 @@ def test_revoking_a_forged_access_token_revokes_nothing(app, client, tokens):
 @pytest.mark.parametrize("form", [False, True])
 @pytest.mark.parametrize("token", [None, ""])
 def test_revoking_without_a_token(client, form, token):
-    problem(revoke(client, token, form=form), "validation_error", 400)
+    problem(
+        revoke(client, token, form=form),
+        "validation_error",
+        400,
+        errors=NO_TOKEN[token],
+    )
 
 
 def test_revoking_needs_no_credential(client, tokens):

@@ -287,6 +287,10 @@ def test_metrics_still_answer_when_the_database_does_not(make_app, caplog):
     assert "active sessions not counted" in caplog.text
 
 
+#: The metrics guard's own detail, where it gives one.
+METRICS_DETAILS = {"invalid_token": "The metrics credential is not valid."}
+
+
 @pytest.mark.parametrize(
     ("headers", "code", "challenge"),
     [
@@ -306,7 +310,7 @@ def test_metrics_still_answer_when_the_database_does_not(make_app, caplog):
 def test_a_metrics_token_guards_the_metrics(make_app, headers, code, challenge):
     client = make_app(METRICS_TOKEN="metrics-token").test_client()
     response = client.get("/metrics", headers=headers)
-    problem(response, code, 401)
+    problem(response, code, 401, detail=METRICS_DETAILS.get(code))
     assert response.headers["WWW-Authenticate"] == challenge
 
 

@@ -45,17 +45,21 @@ def address(n: int, net: int = 0) -> str:
     return f"10.{net}.{n // 256}.{n % 256}"
 
 
+#: What a wrong current password on a password change is told.
+WRONG_CURRENT = "The current password is incorrect."
+
+
 def assert_rate_limited(response, window: int = WINDOW) -> int:
     """Assert a contract 429; return its Retry-After in seconds."""
-    problem(response, "rate_limited", 429)
+    problem(response, "rate_limited", 429, detail="Too many attempts; try again later.")
     retry_after = response.headers["Retry-After"]
     assert retry_after.isdigit(), retry_after
     assert 1 <= int(retry_after) <= window
     return int(retry_after)
 
 
-def assert_refused_credentials(response) -> None:
-    problem(response, "invalid_credentials", 401)
+def assert_refused_credentials(response, detail: str | None = None) -> None:
+    problem(response, "invalid_credentials", 401, detail=detail)
     assert "Retry-After" not in response.headers
 
 
@@ -165,7 +169,12 @@ def test_wrong_passwords_on_a_password_change_share_the_login_counter(
         headers=bearer(tokens["access_token"]),
         **from_address(address(0, 1)),
     )
-    problem(response, "invalid_credentials", 401)
+    problem(
+        response,
+        "invalid_credentials",
+        401,
+        detail="The current password is incorrect.",
+    )
     assert_rate_limited(
         attempt(client, "alice", PASSWORD, **from_address(address(1, 1)))
     )
@@ -350,7 +359,7 @@ def change_password(client, tokens, current: str, **kwargs):
 def test_wrong_current_passwords_count_towards_the_account_limit(client, tokens, clock):
     for n in range(LIMIT):
         response = change_password(client, tokens, WRONG, **from_address(address(n)))
-        assert_refused_credentials(response)
+        assert_refused_credentials(response, WRONG_CURRENT)
     elsewhere = from_address("192.0.2.77")
     assert_rate_limited(attempt(client, password=PASSWORD, **elsewhere))
     assert_rate_limited(attempt(client, "ALICE", password=PASSWORD, **elsewhere))
@@ -362,7 +371,9 @@ def test_wrong_current_passwords_count_towards_the_account_limit(client, tokens,
 
 def test_a_successful_password_change_does_not_count(client, tokens):
     for _ in range(LIMIT - 1):
-        assert_refused_credentials(change_password(client, tokens, WRONG))
+        assert_refused_credentials(
+            change_password(client, tokens, WRONG), WRONG_CURRENT
+        )
     assert change_password(client, tokens, PASSWORD).status_code == 204
     assert_refused_credentials(attempt(client))
     assert_rate_limited(attempt(client, password=NEW_PASSWORD))
@@ -376,7 +387,9 @@ def test_wrong_passwords_on_account_deletion_count_too(client, tokens):
             headers=bearer(tokens["access_token"]),
             **from_address(address(n)),
         )
-        problem(response, "invalid_credentials", 401)
+        problem(
+            response, "invalid_credentials", 401, detail="The password is incorrect."
+        )
     assert_rate_limited(
         attempt(client, password=PASSWORD, **from_address("192.0.2.77"))
     )
@@ -407,10 +420,25 @@ def test_taken_names_and_policy_failures_count_too(make_app):
     client = make_app(REGISTRATION_RATE_LIMIT="3 per hour").test_client()
     other = from_address("192.0.2.33")
     assert register_user(client, "taken", **other).status_code == 201
-    problem(register_user(client, "taken"), "already_exists", 409)
-    problem(register_user(client, "TAKEN"), "already_exists", 409)
+    problem(
+        register_user(client, "taken"),
+        "already_exists",
+        409,
+        detail="The username or e-mail is already taken.",
+    )
+    problem(
+        register_user(client, "TAKEN"),
+        "already_exists",
+        409,
+        detail="The username or e-mail is already taken.",
+    )
     weak = client.post("/users", json={"username": "weakling", "password": "short"})
-    problem(weak, "validation_error", 400)
+    problem(
+        weak,
+        "validation_error",
+        400,
+        errors={"password": "must be at least 8 characters"},
+    )
     assert_rate_limited(register_user(client, "valid-name"), window=3600)
     assert register_user(client, "valid-name", **other).status_code == 201
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 from conftest import BACKENDS, create_postgres_database, drop_postgres_database
-from helpers import PASSWORD
+from helpers import PASSWORD, problem_body, unique_name
 from live import (
     FAST_HASHING,
     FORBIDDEN_OUTPUT,
@@ -39,6 +38,8 @@ from live import (
     clean_env,
     serve_command,
 )
+
+pytestmark = pytest.mark.live
 
 REDIS_URI = "redis://127.0.0.1:6379/14"
 WRONG_PASSWORD = "not the password at all"
@@ -56,10 +57,6 @@ def new_address() -> str:
     """A client address no other test of this run uses."""
     n = next(_addresses)
     return f"10.{n // 62500 % 250}.{n // 250 % 250}.{n % 250 + 1}"
-
-
-def unique_name(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 class Server(LiveServer):
@@ -203,12 +200,13 @@ def statuses(replies: list[Reply]) -> Counter:
     return Counter((reply.status, reply.code) for reply in replies)
 
 
-def assert_problem(reply: Reply, status: int, code: str) -> None:
+def assert_problem(
+    reply: Reply, status: int, code: str, *, detail: str | None = None
+) -> None:
+    """``reply`` is exactly the contract's problem+json for ``code``."""
     assert reply.status == status, reply
     assert reply.headers["content-type"] == "application/problem+json", reply
-    assert reply.code == code, reply
-    assert reply.body["status"] == status, reply
-    assert {"type", "title", "status", "detail", "code"} <= reply.body.keys()
+    assert reply.body == problem_body(code, status, detail=detail)
 
 
 def assert_retry_after(reply: Reply, window: int) -> None:
@@ -231,7 +229,9 @@ def assert_limited_burst(replies: list[Reply], allowed: int) -> None:
         assert_problem(reply, 401, "invalid_credentials")
     for reply in replies:
         if reply.status != 401:
-            assert_problem(reply, 429, "rate_limited")
+            assert_problem(
+                reply, 429, "rate_limited", detail="Too many attempts; try again later."
+            )
             assert_retry_after(reply, WINDOW)
 
 
@@ -254,7 +254,9 @@ def test_one_account_from_one_address_gets_exactly_the_limit(server):
     assert_limited_burst(replies, LIMIT)
     # The limit holds even for the right password.
     reply = server.login(username, PASSWORD)
-    assert_problem(reply, 429, "rate_limited")
+    assert_problem(
+        reply, 429, "rate_limited", detail="Too many attempts; try again later."
+    )
     assert_retry_after(reply, WINDOW)
     assert statuses(replies) == {
         (401, "invalid_credentials"): LIMIT,
@@ -282,7 +284,9 @@ def test_account_limit_is_exact_whatever_the_address(server):
         (429, "rate_limited"): BURST - LIMIT,
     }
     reply = server.login(username, PASSWORD, address=new_address())
-    assert_problem(reply, 429, "rate_limited")
+    assert_problem(
+        reply, 429, "rate_limited", detail="Too many attempts; try again later."
+    )
     assert_retry_after(reply, WINDOW)
     server.assert_clean_output()
 
@@ -309,7 +313,9 @@ def test_address_limit_is_exact_whatever_the_account(server):
         (429, "rate_limited"): BURST - LIMIT,
     }
     reply = server.login(username, PASSWORD, address=address)
-    assert_problem(reply, 429, "rate_limited")
+    assert_problem(
+        reply, 429, "rate_limited", detail="Too many attempts; try again later."
+    )
     assert server.login(username, PASSWORD, address=new_address()).status == 200
     server.assert_clean_output()
 
@@ -324,7 +330,9 @@ def test_refused_attempts_are_not_failed_logins(server):
         assert_problem(reply, 401, "invalid_credentials")
     for _ in range(LIMIT):
         reply = server.login(victim, WRONG_PASSWORD, address=office)
-        assert_problem(reply, 429, "rate_limited")
+        assert_problem(
+            reply, 429, "rate_limited", detail="Too many attempts; try again later."
+        )
 
     # The office address has had no failed login at all.
     reply = server.login(bystander, WRONG_PASSWORD, address=office)
@@ -353,12 +361,16 @@ def test_instances_share_the_counters(server, fleet):
     # Each instance saw only five failures: only shared counters refuse these.
     for instance in (server, other):
         reply = instance.login(username, WRONG_PASSWORD, address=address)
-        assert_problem(reply, 429, "rate_limited")
+        assert_problem(
+            reply, 429, "rate_limited", detail="Too many attempts; try again later."
+        )
         assert_retry_after(reply, WINDOW)
     # The account is locked on both, from anywhere, even with the right password.
     for instance in (server, other):
         reply = instance.login(username, PASSWORD, address=new_address())
-        assert_problem(reply, 429, "rate_limited")
+        assert_problem(
+            reply, 429, "rate_limited", detail="Too many attempts; try again later."
+        )
     server.assert_clean_output()
     other.assert_clean_output()
 

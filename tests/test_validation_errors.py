@@ -111,7 +111,7 @@ def test_a_body_that_is_not_an_object_is_reported_under_body(
         data=data,
         content_type="application/json",
     )
-    problem(response, "validation_error", 400)
+    problem(response, "validation_error", 400, detail=message, errors={"body": message})
     assert response.json == validation_error({"body": message}, message)
 
 
@@ -320,7 +320,7 @@ def test_a_registration_refused_by_the_policy_counts_as_an_attempt(make_app):
     ):
         assert client.post("/users", json=body).status_code == 400
     response = client.post("/users", json={"username": "kim", "password": PASSWORD})
-    problem(response, "rate_limited", 429)
+    problem(response, "rate_limited", 429, detail="Too many attempts; try again later.")
 
 
 def test_closed_registration_is_closed_to_a_policy_refusal_too(make_app):
