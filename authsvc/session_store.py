@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 
 from .db import UTCDateTime, get_db
-from .keys import key_set_version
+from .key_store import key_set_version
 from .models import AuthSession, RefreshToken, User
 
 

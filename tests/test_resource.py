@@ -50,7 +50,7 @@ from sqlalchemy import create_engine
 
 from authsvc import create_app, tokens
 from authsvc import resource as companion
-from authsvc.keys import DatabaseKeys, Key
+from authsvc.key_store import DatabaseKeys, Key
 from authsvc.resource import KeySet, ResourceServer, roles_required
 
 ROOT = Path(__file__).resolve().parent.parent
