@@ -7,7 +7,6 @@ the API layer turns them into responses.
 from __future__ import annotations
 
 import re
-import unicodedata
 import uuid
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -15,22 +14,8 @@ from typing import Any, Protocol
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    String,
-    bindparam,
-    cast,
-    delete,
-    exists,
-    func,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Select, String, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
 
 from . import audit, clock, sessions, usernames
 from .db import get_db, get_session, rowcount
@@ -39,24 +24,21 @@ from .models import AuthSession, User
 from .passwords import get_passwords, password_problem
 from .principal import Principal
 from .throttle import Kind, get_throttle
+from .users import (
+    canonical,
+    find_user,
+    leaves_an_administrator,
+    lock_administrators,
+    named,
+    normalize,
+    why_unchanged,
+)
 
 USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
 USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
 MAX_EMAIL_LENGTH = 254
 ROLE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ROLE_RULE = "1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
-#: The role of those who administer users; the service always keeps one active.
-ADMIN_ROLE = "admin"
-
-
-def normalize(value: str) -> str:
-    """NFKC-normalise what a person typed, keeping its case."""
-    return unicodedata.normalize("NFKC", value).strip()
-
-
-def canonical(value: str) -> str:
-    """The key under which names compare: NFKC, case-folded, NFKC again."""
-    return unicodedata.normalize("NFKC", normalize(value).casefold())
 
 
 def register(
@@ -241,7 +223,7 @@ def _login_query() -> Select[*tuple[Any, ...]]:
         User.password_hash,
         User.is_active,
         User.account_version,
-    ).where(_named(bindparam("key", type_=String)))
+    ).where(named(bindparam("key", type_=String)))
 
 
 def _verify(user_id: uuid.UUID, stored_hash: str, password: str) -> bool:
@@ -305,7 +287,7 @@ def change_password(
 
     A wrong current password counts as a failed login of the account.
     """
-    user = _user(principal.id)
+    user = find_user(principal.id)
     key = _account_key(user.id, user.username)
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, current_password):
@@ -339,7 +321,7 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
 
     A wrong password counts as a failed login of the account.
     """
-    user = _user(principal.id)
+    user = find_user(principal.id)
     key = _account_key(user.id, user.username)
     with get_throttle().attempt(Kind.LOGIN, key, address):
         if not _verify(user.id, user.password_hash, password):
@@ -347,8 +329,8 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     delete_user(user)
 
 
-# The last-administrator rule lives here, beside the one deletion, because deleting
-# one's own account obeys it too; admin.py applies it to its changes of a user.
+# The one deletion, of one's own account and by an administrator alike: both obey
+# the last-administrator rule of users.py, as admin.py's changes of a user do.
 def delete_user(user: User) -> None:
     """Delete a user and, with them, every session and refresh token.
 
@@ -369,80 +351,3 @@ def delete_user(user: User) -> None:
         raise why_unchanged(user_id)
     db.expunge(user)
     audit.record("account_deleted", user_id=user_id)
-
-
-def find_user(user_id: str) -> User:
-    """Return the user with this public id, or raise ``not_found``."""
-    return _user(user_id)
-
-
-def find_user_by_name(username: str) -> User:
-    """Return the user with this username or e-mail, or raise ``not_found``."""
-    user = _user_named(username)
-    if user is None:
-        raise Problem(Code.NOT_FOUND, "No such user.")
-    return user
-
-
-def _user_named(username: str) -> User | None:
-    return get_session().scalar(select(User).where(_named(canonical(username))))
-
-
-def _named(key: Any) -> ColumnElement[bool]:
-    """Whose username or e-mail has ``key`` as its canonical form."""
-    return or_(User.username_key == key, User.email_key == key)
-
-
-def _user(user_id: str | uuid.UUID) -> User:
-    try:
-        key = user_id if isinstance(user_id, uuid.UUID) else uuid.UUID(user_id)
-    except ValueError:
-        raise Problem(Code.NOT_FOUND, "No such user.") from None
-    user = get_session().get(User, key)
-    if user is None:
-        raise Problem(Code.NOT_FOUND, "No such user.")
-    return user
-
-
-def _active_admin(user: Any) -> ColumnElement[bool]:
-    """Whether ``user`` (the users table or an alias of it) is an active admin."""
-    if get_db().postgres:
-        # The column is JSON; as JSONB it has containment, which is exact.
-        is_admin = cast(user.roles, JSONB).contains([ADMIN_ROLE])
-    else:
-        role = func.json_each(user.roles).table_valued("value")
-        is_admin = exists().where(role.c.value == ADMIN_ROLE)
-    active: ColumnElement[bool] = user.is_active & is_admin
-    return active
-
-
-def leaves_an_administrator(user_id: uuid.UUID) -> ColumnElement[bool]:
-    """Whether the service keeps an active administrator without this user as one."""
-    other = aliased(User)
-    return ~_active_admin(User) | exists().where(
-        other.id != user_id, _active_admin(other)
-    )
-
-
-def lock_administrators(db: Session) -> None:
-    """Make changes that may take away an administrator take turns.
-
-    On PostgreSQL, two requests each taking away one of the last two
-    administrators would each still see the other; locking every active
-    administrator's row first makes the second wait and then see the first's
-    change. SQLite's writers take turns anyway.
-    """
-    if get_db().postgres:
-        db.execute(
-            select(User.id)
-            .where(_active_admin(User))
-            .order_by(User.id)
-            .with_for_update(key_share=True)
-        )
-
-
-def why_unchanged(user_id: uuid.UUID) -> Problem:
-    """Why a change of this user's row changed nothing: gone, or the last admin."""
-    if get_session().scalar(select(User.id).where(User.id == user_id)) is None:
-        return Problem(Code.NOT_FOUND, "No such user.")
-    return Problem(Code.LAST_ADMIN)

@@ -1,7 +1,7 @@
 """Administration: list users, enable or disable them, set roles and passwords.
 
 Every change that could take away the last active administrator is refused with
-``last_admin`` by the statement that makes it (the rule is in ``accounts``).
+``last_admin`` by the statement that makes it (the rule is in ``users``).
 Nothing here knows about HTTP.
 """
 
@@ -13,18 +13,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
 from . import audit, clock, sessions
-from .accounts import (
+from .accounts import replace_password, roles_errors
+from .db import get_session, rowcount
+from .errors import Code, Problem
+from .models import User
+from .users import (
     ADMIN_ROLE,
     canonical,
     leaves_an_administrator,
     lock_administrators,
-    replace_password,
-    roles_errors,
     why_unchanged,
 )
-from .db import get_session, rowcount
-from .errors import Code, Problem
-from .models import User
 
 
 def list_users(

@@ -18,6 +18,7 @@ from . import accounts, admin, cli_service, create_app, sessions, throttle
 from .config import ConfigError
 from .errors import Problem
 from .models import User
+from .users import find_user_by_name
 
 #: Users fetched per query by ``users list``.
 LIST_PAGE_SIZE = 100
@@ -221,7 +222,7 @@ def sessions_prune(batch_size: int) -> None:
 def _find_user(username: str) -> User:
     """The user with this username or e-mail (any case), or exit 1."""
     try:
-        return accounts.find_user_by_name(username)
+        return find_user_by_name(username)
     except Problem:
         raise click.ClickException(f"no such user: {username}") from None
 

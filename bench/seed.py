@@ -1,7 +1,7 @@
 """Seeding authsvc's database directly, with the service's own models and helpers.
 
 Rows are bulk-inserted with SQLAlchemy Core, in the form the service writes
-them: usernames and e-mails beside their canonical keys (``accounts.canonical``),
+them: usernames and e-mails beside their canonical keys (``users.canonical``),
 refresh tokens stored as ``tokens.hash_opaque_token`` of a
 ``tokens.new_opaque_token``, lifetimes from the app's settings. Every seeded
 account shares one argon2 hash of the bench password, made once, which keeps a
@@ -27,6 +27,7 @@ from authsvc.keys import get_keys
 from authsvc.models import AuthSession, RefreshToken, User
 from authsvc.passwords import get_passwords
 from authsvc.tokens import hash_opaque_token, new_opaque_token
+from authsvc.users import canonical
 
 #: Accounts (or sessions) per transaction.
 BATCH = 20_000
@@ -135,9 +136,9 @@ class Seeder:
                 {
                     "id": uuid.uuid4(),
                     "username": username,
-                    "username_key": accounts.canonical(username),
+                    "username_key": canonical(username),
                     "email": email,
-                    "email_key": accounts.canonical(email),
+                    "email_key": canonical(email),
                     "password_hash": self.password_hash,
                     "is_active": True,
                     "roles": [],

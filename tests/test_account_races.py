@@ -14,7 +14,7 @@ import pytest
 from helpers import PASSWORD, bearer, problem
 from sqlalchemy import func, select
 
-from authsvc import accounts, admin
+from authsvc import accounts, admin, users
 from authsvc.db import get_session
 from authsvc.models import AuthSession, User
 from authsvc.passwords import get_passwords
@@ -75,7 +75,7 @@ def in_context(app, change: Callable[[accounts.User], None]) -> Callable[[], Non
 
     def run() -> None:
         with app.app_context():
-            change(accounts.find_user_by_name("alice"))
+            change(users.find_user_by_name("alice"))
 
     return run
 
@@ -108,7 +108,7 @@ def test_a_rehash_during_a_password_change_does_not_undo_it(
 
     def set_password() -> None:
         with stronger.app_context():
-            admin.set_password(accounts.find_user_by_name("alice"), NEW_PASSWORD)
+            admin.set_password(users.find_user_by_name("alice"), NEW_PASSWORD)
 
     during_next_login(stronger, set_password)
     raced = attempt(other)
@@ -122,11 +122,11 @@ def test_a_rehash_during_a_password_change_does_not_undo_it(
 def test_an_unraced_rehash_still_happens(app, client, register, make_app):
     register("alice")
     with app.app_context():
-        before = accounts.find_user_by_name("alice").password_hash
+        before = users.find_user_by_name("alice").password_hash
     stronger = make_app(ARGON2_TIME_COST=2)
     assert attempt(stronger.test_client()).status_code == 200
     with app.app_context():
-        after = accounts.find_user_by_name("alice").password_hash
+        after = users.find_user_by_name("alice").password_hash
     assert after != before
     assert "t=2," in after
     assert attempt(client).status_code == 200

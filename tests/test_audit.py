@@ -86,11 +86,11 @@ def test_security_events_are_recorded(client, clock, audit_log):
 
 
 def test_disabling_an_account_is_recorded(app, client, audit_log):
-    from authsvc import accounts, admin
+    from authsvc import admin, users
 
     client.post("/users", json={"username": "bob", "password": PASSWORD})
     with app.test_request_context():
-        user = accounts.find_user_by_name("bob")
+        user = users.find_user_by_name("bob")
         admin.set_active(user, False)
     events = [r.audit["event"] for r in audit_log.records if hasattr(r, "audit")]
     assert "account_disabled" in events

@@ -13,7 +13,7 @@ import pytest
 from helpers import PASSWORD, bearer, problem
 from sqlalchemy import event
 
-from authsvc import accounts, admin
+from authsvc import admin, users
 from authsvc.driver import DriverStatement
 
 ORIGIN = "https://app.example.com"
@@ -214,7 +214,7 @@ def comparable(response) -> tuple[int, bytes, list[tuple[str, str]]]:
 
 def disable(app, username: str) -> None:
     with app.app_context():
-        admin.set_active(accounts.find_user_by_name(username), False)
+        admin.set_active(users.find_user_by_name(username), False)
 
 
 @pytest.fixture

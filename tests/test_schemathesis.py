@@ -35,7 +35,7 @@ import schemathesis
 from helpers import PASSWORD, bearer
 from hypothesis import HealthCheck
 
-from authsvc import accounts, admin
+from authsvc import accounts, admin, users
 from authsvc.errors import Problem
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -117,7 +117,7 @@ def admin_token(app) -> str:
 def admin_login(app) -> dict:
     with app.app_context():
         try:
-            user = accounts.find_user_by_name(ADMIN)
+            user = users.find_user_by_name(ADMIN)
         except Problem:
             user = accounts.create_user(ADMIN, PASSWORD, roles=["admin"])
         if not user.is_active or user.roles != ["admin"]:

@@ -17,7 +17,7 @@ import redis
 from helpers import PASSWORD, bearer, problem
 from sqlalchemy import func, select, text
 
-from authsvc import accounts, throttle
+from authsvc import throttle, users
 from authsvc.config import ConfigError, load_config
 from authsvc.db import get_session
 from authsvc.models import AuthSession, ThrottleCounter
@@ -673,9 +673,9 @@ def test_counters_name_no_username(app, client):
 
 def test_canonical_is_the_account_key():
     assert (
-        accounts.canonical("ＡＬＩＣＥ")
-        == accounts.canonical("Alice")
-        == accounts.canonical(" alice ")
+        users.canonical("ＡＬＩＣＥ")
+        == users.canonical("Alice")
+        == users.canonical(" alice ")
     )
 
 

@@ -12,6 +12,7 @@ from ..bearer import roles_required
 from ..clock import iso
 from ..errors import Code
 from ..models import User
+from ..users import find_user
 from .payload import read_int_arg, read_json, read_text_arg
 from .schemas import (
     AUTHENTICATION_ERRORS,
@@ -122,7 +123,7 @@ class AdminUser(AdminResource):
     )
     def get(self, user_id: str) -> dict[str, Any]:
         """Show a user."""
-        return admin_user_json(accounts.find_user(user_id))
+        return admin_user_json(find_user(user_id))
 
     @ns.expect(user_patch_model)
     @ns.response(200, "The changed user.", admin_user_model)
@@ -142,7 +143,7 @@ class AdminUser(AdminResource):
         Disabling the last active administrator, or taking their role, is refused.
         """
         body = read_json(user_patch_model)
-        user = accounts.find_user(user_id)
+        user = find_user(user_id)
         admin.update_user(
             user, is_active=body.get("is_active"), roles=body.get("roles")
         )
@@ -155,7 +156,7 @@ class AdminUser(AdminResource):
     )
     def delete(self, user_id: str) -> Response:
         """Delete a user; never the last active administrator."""
-        accounts.delete_user(accounts.find_user(user_id))
+        accounts.delete_user(find_user(user_id))
         return no_content()
 
 
@@ -170,6 +171,6 @@ class AdminUserSessions(AdminResource):
     )
     def delete(self, user_id: str) -> Response:
         """Log a user out everywhere."""
-        user = accounts.find_user(user_id)
+        user = find_user(user_id)
         sessions.revoke_user_sessions(user.id, reason="admin")
         return no_content()
