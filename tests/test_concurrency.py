@@ -215,10 +215,8 @@ def test_logout_racing_refreshes_leaves_nothing_alive(server):
     server.assert_clean_output()
 
 
-def test_registration_race_creates_one_account(server):
-    name = unique_name("racer")
-    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in name)
-    variants = [name, name.upper(), name.capitalize(), fullwidth]
+def assert_one_registration_wins(server, variants):
+    """Race registrations of ``variants``, taken in turn: one 201, the rest 409."""
     requests = [
         ("POST", "/users", {"username": variants[i % 4], "password": PASSWORD}, None)
         for i in range(THREADS)
@@ -231,6 +229,13 @@ def test_registration_race_creates_one_account(server):
     assert statuses(replies) == {201: 1, 409: THREADS - 1}, replies
     assert all(is_refused(r, 409, "already_exists") for r in replies if r[0] != 201)
     server.assert_clean_output()
+
+
+def test_registration_race_creates_one_account(server):
+    name = unique_name("racer")
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in name)
+    variants = [name, name.upper(), name.capitalize(), fullwidth]
+    assert_one_registration_wins(server, variants)
 
 
 @pytest.mark.parametrize("attempt", range(5))
@@ -238,14 +243,4 @@ def test_registration_race_of_look_alike_names_creates_one_account(server, attem
     # Hex digits and letters are Latin; "m", "rn" and "rn" spelt twice look alike.
     tail = uuid.uuid4().hex[:10]
     variants = [f"{m}{n}look{tail}" for m in ("m", "rn") for n in ("m", "rn")]
-    requests = [
-        ("POST", "/users", {"username": variants[i % 4], "password": PASSWORD}, None)
-        for i in range(THREADS)
-    ]
-
-    replies = in_parallel(server, requests)
-
-    server.assert_clean_output()
-    assert_no_server_error(replies)
-    assert statuses(replies) == {201: 1, 409: THREADS - 1}, replies
-    assert all(is_refused(r, 409, "already_exists") for r in replies if r[0] != 201)
+    assert_one_registration_wins(server, variants)
