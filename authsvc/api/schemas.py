@@ -84,7 +84,13 @@ user_model = Model(
         "id": fields.String(required=True, description="Stable id, never reused."),
         "username": fields.String(required=True),
         "email": NullableString(required=True, description="Null when not given."),
+        "email_verified": fields.Boolean(
+            required=True, description="The owner proved they read `email`."
+        ),
         "roles": fields.List(fields.String, required=True),
+        "mfa_enabled": fields.Boolean(
+            required=True, description="A second factor is on for this account."
+        ),
         "created_at": fields.String(required=True, description="ISO 8601, UTC."),
     },
 )
@@ -133,7 +139,9 @@ class UserView(Protocol):
     id: Any
     username: str
     email: str | None
+    email_verified: bool
     roles: list[str]
+    mfa_enabled: bool
     created_at: datetime
 
 
@@ -143,7 +151,9 @@ def user_json(user: UserView) -> dict[str, Any]:
         "id": str(user.id),
         "username": user.username,
         "email": user.email,
+        "email_verified": user.email_verified,
         "roles": list(user.roles),
+        "mfa_enabled": user.mfa_enabled,
         "created_at": iso(user.created_at),
     }
 
