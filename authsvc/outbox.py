@@ -66,7 +66,7 @@ def queue(kind: MessageKind, address: str, user_id: uuid.UUID | None = None) -> 
     """
     if not count_address(address):
         return False
-    _add(kind, address, user_id)
+    add(kind, address, user_id)
     return True
 
 
@@ -77,10 +77,15 @@ def notify(kind: MessageKind, address: str, user_id: uuid.UUID) -> None:
     someone else had the address sent.
     """
     count_address(address)
-    _add(kind, address, user_id)
+    add(kind, address, user_id)
 
 
-def _add(kind: MessageKind, address: str, user_id: uuid.UUID | None) -> None:
+def add(kind: MessageKind, address: str, user_id: uuid.UUID | None) -> None:
+    """Queue a message already counted (:func:`count_address`) in the session.
+
+    For a caller inside a write transaction: on SQLite the counters, on another
+    connection, could not be written until it ends.
+    """
     now = clock.now()
     get_session().add(
         OutboxMessage(

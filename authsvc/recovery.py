@@ -27,11 +27,15 @@ from .throttle import Kind, get_throttle
 from .users import canonical, find_user, normalize
 
 INVALID_EMAIL = "must be a valid e-mail address"
+#: Longer addresses are the schema's to refuse, with its own message.
+MAX_EMAIL_LENGTH = 254
 
 
 def email_errors(email: object, field: str = "email") -> dict[str, str]:
     """What is wrong with an address given as text, under its field's name."""
-    if isinstance(email, str) and not accounts.is_valid_email(normalize(email)):
+    if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH:
+        return {}
+    if not accounts.is_valid_email(normalize(email)):
         return {field: INVALID_EMAIL}
     return {}
 
@@ -67,13 +71,16 @@ def reset(
     if errors:
         raise Problem(Code.VALIDATION_ERROR, errors=errors)
     password_hash = get_passwords().hash(new_password)
+    if user.email:
+        # Counted before the write transaction begins: the notice always goes.
+        outbox.count_address(user.email)
     codes.spend(row)
     now = clock.now()
     user.password_hash = password_hash
     user.password_changed_at = user.updated_at = now
     user.account_version = User.account_version + 1
     if user.email:
-        outbox.notify(MessageKind.PASSWORD_RESET, user.email, user.id)
+        outbox.add(MessageKind.PASSWORD_RESET, user.email, user.id)
     # Commits the spent code, the password, the notice and the revocations at once.
     sessions.revoke_user_sessions(user.id, reason="password_reset")
     audit.record("password_reset", user_id=user.id)

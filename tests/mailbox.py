@@ -80,10 +80,14 @@ class Mailbox:
             self.controller = None
 
     def _authenticate(self, _server, _session, _envelope, _mechanism, data):
-        ok = isinstance(data, LoginPassword) and (
-            data.login.decode(),
-            data.password.decode(),
-        ) == self.login
+        ok = (
+            isinstance(data, LoginPassword)
+            and (
+                data.login.decode(),
+                data.password.decode(),
+            )
+            == self.login
+        )
         return AuthResult(success=ok)
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[EmailMessage]:
@@ -104,7 +108,8 @@ class Mailbox:
 
 
 def text_of(message: EmailMessage) -> str:
-    return message.get_content()
+    """The body as a reader sees it: lines end in a newline, not CRLF."""
+    return message.get_content().replace("\r\n", "\n")
 
 
 def code_of(message: EmailMessage) -> str:
@@ -131,7 +136,9 @@ def throwaway_certificate(folder: Path) -> tuple[Path, Path]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(hours=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

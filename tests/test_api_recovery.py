@@ -23,6 +23,7 @@ from authsvc import mail_sender
 from authsvc.db import get_session
 from authsvc.driver import DriverStatement
 from authsvc.models import OutboxMessage, User
+from authsvc.outbox import claim
 
 NEW_PASSWORD = "purple monkey dishwasher 42"
 LINK_BASE = "https://app.example.com"
@@ -55,8 +56,12 @@ def deliver(app) -> int:
 
 
 @pytest.fixture
-def alice(register):
-    return register("alice", email="alice@example.com")
+def alice(app, register, mailbox):
+    """``alice`` with an address, her registration's verification message sent."""
+    user = register("alice", email="alice@example.com")
+    deliver(app)
+    mailbox.messages.clear()
+    return user
 
 
 def forgot(client, email="alice@example.com", address="192.0.2.10"):
@@ -149,9 +154,7 @@ def test_the_address_is_compared_case_insensitively(app, client, mailbox, alice)
     assert reset(client, email="Alice@EXAMPLE.com", code=code).status_code == 204
 
 
-def test_a_newer_request_replaces_the_older_code_and_link(
-    app, client, mailbox, alice
-):
+def test_a_newer_request_replaces_the_older_code_and_link(app, client, mailbox, alice):
     first = reset_mail(app, client, mailbox)
     second = reset_mail(app, client, mailbox)
 
@@ -213,7 +216,7 @@ def test_a_weak_new_password_keeps_the_code_usable(app, client, mailbox, alice):
         weak,
         "validation_error",
         400,
-        errors={"new_password": "is too common: choose a less guessable password"},
+        errors={"new_password": "is too common"},
     )
     assert reset(client, email="alice@example.com", code=code).status_code == 204
 
@@ -250,7 +253,9 @@ def test_a_password_change_sends_a_notice(app, client, mailbox, alice):
     )
     assert response.status_code == 204
     deliver(app)
-    notices = [m for m in mailbox.messages if m["Subject"] == "Your password was changed"]
+    notices = [
+        m for m in mailbox.messages if m["Subject"] == "Your password was changed"
+    ]
     assert [m["To"] for m in notices] == ["alice@example.com"]
     assert CODE_LINE.findall(text_of(notices[0])) == []
 
@@ -323,21 +328,34 @@ def test_an_unknown_address_gets_no_message(app, client, mailbox, alice):
 )
 def test_forgot_refuses_bad_bodies(client, body, errors):
     problem(
-        client.post("/password/forgot", json=body), "validation_error", 400, errors=errors
+        client.post("/password/forgot", json=body),
+        "validation_error",
+        400,
+        errors=errors,
     )
 
 
 @pytest.mark.parametrize(
     ("body", "errors"),
     [
-        ({}, {"new_password": "is required", "email": "is required", "code": "is required"}),
+        (
+            {},
+            {
+                "new_password": "is required",
+                "email": "is required",
+                "code": "is required",
+            },
+        ),
         ({"new_password": NEW_PASSWORD, "code": "123456"}, {"email": "is required"}),
         (
             {"new_password": NEW_PASSWORD, "token": "t", "code": "123456"},
             {"code": "must not be given with token"},
         ),
         ({"new_password": NEW_PASSWORD, "token": 5}, {"token": "must be a string"}),
-        ({"new_password": NEW_PASSWORD, "token": ""}, {"token": "must be at least 1 characters"}),
+        (
+            {"new_password": NEW_PASSWORD, "token": ""},
+            {"token": "must be at least 1 characters"},
+        ),
         (
             {"new_password": "short", "token": "t"},
             {"new_password": "must be at least 8 characters"},
@@ -350,7 +368,10 @@ def test_forgot_refuses_bad_bodies(client, body, errors):
 )
 def test_reset_refuses_bad_bodies(client, body, errors):
     problem(
-        client.post("/password/reset", json=body), "validation_error", 400, errors=errors
+        client.post("/password/reset", json=body),
+        "validation_error",
+        400,
+        errors=errors,
     )
 
 
@@ -390,10 +411,11 @@ def test_the_per_address_limit_counts_unknown_addresses_too(make_app, mailbox):
         "/users",
         json={"username": "late", "password": PASSWORD, "email": "nobody@example.com"},
     )
-    # The registration's verification message counted against the same address.
+    # Held back: the registration's verification message, and a second reset.
     assert forgot(client, "nobody@example.com").status_code == 202
     deliver(app)
-    assert mailbox.messages == []
+    # The first request's message goes to the account the address has by now.
+    assert [m["Subject"] for m in mailbox.messages] == ["Your password reset code"]
 
 
 def test_the_client_limit_answers_429(make_app, alice):
@@ -437,13 +459,15 @@ def statements(app, monkeypatch):
 
 
 @pytest.fixture
-def accounts(app, register):
+def accounts(app, register, mailbox):
     register("alice", email="alice@example.com")
     register("dora", email="dora@example.com")
     with app.app_context():
         db = get_session()
         db.execute(update(User).where(User.username == "dora").values(is_active=False))
         db.commit()
+    deliver(app)
+    mailbox.messages.clear()
 
 
 COMPARED_HEADERS = {"Content-Type", "Content-Length", "Cache-Control", "Retry-After"}
@@ -578,8 +602,6 @@ def test_a_claimed_message_is_left_alone_by_other_senders(
 ):
     assert forgot(client).status_code == 202
     with app.app_context():
-        from authsvc.outbox import claim
-
         (claimed,) = claim(10)
     other = make_app()
     assert deliver(other) == 0  # held by the first sender's claim
