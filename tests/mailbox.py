@@ -19,11 +19,12 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from bench.process import free_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from bench.process import free_port
 
 CODE_LINE = re.compile(r"^(\d{6})$", re.MULTILINE)
 TOKEN_IN_LINK = re.compile(r"\?token=([A-Za-z0-9_-]+)$", re.MULTILINE)
