@@ -139,9 +139,19 @@ def _compose(claimed: Claimed) -> Message | None:
         values.update(
             code=issued.code,
             link_block=link_block(base, page, issued.token),
-            minutes=str(max(1, ttl // 60)),
+            lifetime=lifetime(ttl),
         )
     return render(str(claimed.kind), to, values, current_app.config["MAIL_TEMPLATES"])
+
+
+def lifetime(seconds: int) -> str:
+    """A code's lifetime as a reader says it: "60 minutes", "24 hours"."""
+    if seconds >= 7200 and seconds % 3600 == 0:
+        return f"{seconds // 3600} hours"
+    if seconds >= 60:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 def _recipient(claimed: Claimed) -> User | None:

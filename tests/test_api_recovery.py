@@ -178,7 +178,7 @@ def test_a_code_lives_as_long_as_configured(make_app, mailbox, alice, clock):
     app = make_app(PASSWORD_RESET_TTL=60)
     client = app.test_client()
     message = reset_mail(app, client, mailbox)
-    assert "for 1 minutes" in text_of(message)
+    assert "works once, for 1 minute." in text_of(message)
     clock.advance(59)
     assert reset(client, token=token_of(message)).status_code == 204
 

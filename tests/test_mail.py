@@ -115,11 +115,31 @@ def test_the_console_backend_logs_the_message_and_says_nothing_was_sent(caplog):
 
 
 def test_templates_carry_the_code_on_a_line_of_its_own():
-    values = {"username": "alice", "code": "012345", "minutes": "60", "link_block": ""}
+    values = {
+        "username": "alice",
+        "code": "012345",
+        "lifetime": "60 minutes",
+        "link_block": "",
+    }
     message = render("reset", "alice@example.com", values)
     assert message.subject == "Your password reset code"
     assert CODE_LINE.findall(message.body) == ["012345"]
     assert "$" not in message.body
+    assert "works once, for 60 minutes." in message.body
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (30, "30 seconds"),
+        (60, "1 minute"),
+        (3600, "60 minutes"),
+        (5400, "90 minutes"),
+        (86400, "24 hours"),
+    ],
+)
+def test_lifetimes_are_said_as_a_reader_would(seconds, said):
+    assert mail_sender.lifetime(seconds) == said
 
 
 def test_an_operator_folder_replaces_a_template(tmp_path):
