@@ -113,8 +113,19 @@ class Claimed:
 
 
 def claim(limit: int) -> list[Claimed]:
-    """Take up to ``limit`` due rows for this sender, oldest first; committed."""
+    """Take up to ``limit`` due rows for this sender, oldest first; committed.
+
+    A plain read first: most passes find nothing due, and then take no write lock
+    (on SQLite, the one every login and refresh also needs).
+    """
     now = clock.now()
+    db = get_session()
+    anything = db.scalar(
+        select(OutboxMessage.id).where(OutboxMessage.next_attempt_at <= now).limit(1)
+    )
+    db.rollback()
+    if anything is None:
+        return []
     due = (
         select(OutboxMessage.id)
         .where(OutboxMessage.next_attempt_at <= now)
@@ -122,7 +133,6 @@ def claim(limit: int) -> list[Claimed]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    db = get_session()
     rows = db.execute(
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(due.scalar_subquery()))
