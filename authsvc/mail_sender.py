@@ -76,9 +76,14 @@ def _deliver(claimed: Claimed) -> bool:
     try:
         message = _compose(claimed)
     except SQLAlchemyError:
-        # The claim runs out and another pass tries again.
+        # The database failed: the claim runs out and a later pass tries again.
         get_session().rollback()
         log.exception("could not prepare a %s message", claimed.kind)
+        return False
+    except (OSError, ValueError) as exc:
+        # An operator's template that cannot be read: retried, then given up.
+        log.exception("could not render a %s message", claimed.kind)
+        _failed(claimed, MailError(f"could not render it: {type(exc).__name__}"))
         return False
     if message is None:
         finish(claimed.id)  # nobody to send it to: the request was answered alike
@@ -89,7 +94,7 @@ def _deliver(claimed: Claimed) -> bool:
         _failed(claimed, exc)
         return False
     finish(claimed.id)
-    audit.record("mail_sent", user_id=None, kind=str(claimed.kind))
+    audit.record("mail_sent", kind=str(claimed.kind))
     return True
 
 

@@ -8,7 +8,7 @@ from mailbox import CODE_LINE, Mailbox, code_of, text_of, throwaway_certificate
 
 import pytest
 
-from authsvc import mail_sender
+from authsvc import mail_sender, outbox
 from authsvc.config import ConfigError, load_config
 from authsvc.mail import (
     ConsoleBackend,
@@ -272,3 +272,27 @@ def test_a_code_from_the_smtp_pipeline_is_six_digits():
     finally:
         box.stop()
     assert code_of(box.messages[0]) == "042042"
+
+
+def test_an_unreadable_operator_template_is_retried_not_crashed(
+    make_app, tmp_path, caplog
+):
+    (tmp_path / "reset.txt").write_bytes(b"Subject: \xff\xfe broken\n")
+    app = make_app(MAIL_TEMPLATES=str(tmp_path))
+    client = app.test_client()
+    client.post(
+        "/users",
+        json={
+            "username": "alice",
+            "password": "correct horse battery staple",
+            "email": "alice@example.com",
+        },
+    )
+    with app.app_context():
+        assert mail_sender.send_pending() == 1  # verify.txt is the built-in one
+    client.post("/password/forgot", json={"email": "alice@example.com"})
+    with app.app_context():
+        assert mail_sender.send_pending() == 0
+        assert outbox.pending() == 1
+    assert "could not render a reset message" in caplog.text
+    assert "trying again in 5s: could not render it: UnicodeDecodeError" in caplog.text
