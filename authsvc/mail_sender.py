@@ -75,10 +75,12 @@ def send_pending(limit: int = BATCH) -> int:
 def _deliver(claimed: Claimed) -> bool:
     try:
         message = _compose(claimed)
-    except SQLAlchemyError:
+    except SQLAlchemyError as exc:
         # The database failed: the claim runs out and a later pass tries again.
         get_session().rollback()
-        log.exception("could not prepare a %s message", claimed.kind)
+        log.warning(
+            "could not prepare a %s message: %s", claimed.kind, type(exc).__name__
+        )
         return False
     except (OSError, ValueError) as exc:
         # An operator's template that cannot be read: retried, then given up.
