@@ -117,7 +117,7 @@ def _registration_errors(
     errors = {}
     if problem := _username_problem(username):
         errors["username"] = problem
-    if email is not None and not _is_valid_email(email):
+    if email is not None and not is_valid_email(email):
         errors["email"] = "must be a valid e-mail address"
     problem = _password_problem(password, username)
     if problem:
@@ -137,10 +137,6 @@ def _username_problem(username: str) -> str | None:
 
 def is_valid_email(email: str) -> bool:
     """Whether ``email`` is an address of a valid form (no DNS look-up)."""
-    return _is_valid_email(email)
-
-
-def _is_valid_email(email: str) -> bool:
     # Syntax only: no DNS look-up, no quoted local parts, no IP-address domains.
     # What is stored stays the NFKC form the caller gave, as before.
     if len(canonical(email)) > MAX_EMAIL_LENGTH:

@@ -51,7 +51,6 @@ def test_smtp_sends_plain_utf8_text():
 
 def test_smtp_upgrades_with_starttls_and_logs_in(certificate):
     box = Mailbox(tls=certificate, login=("mailer", "p@ss word"))
-    box.login = ("mailer", "p@ss word")
     box.start()
     try:
         url = f"smtp://mailer:p%40ss%20word@127.0.0.1:{box.port}?starttls=1"
