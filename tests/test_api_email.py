@@ -3,10 +3,9 @@ asks for a verified address."""
 
 from __future__ import annotations
 
-from mailbox import CODE_LINE, Mailbox, code_of, text_of, token_of
-
 import pytest
 from helpers import PASSWORD, bearer, problem, sign_in
+from smtp_catcher import CODE_LINE, Mailbox, code_of, text_of, token_of
 from sqlalchemy import select, update
 
 from authsvc import mail_sender

@@ -7,7 +7,6 @@ driven one pass at a time with the injected clock.
 from __future__ import annotations
 
 import threading
-from mailbox import CODE_LINE, Mailbox, code_of, text_of, token_of
 
 import pytest
 from helpers import (
@@ -17,6 +16,7 @@ from helpers import (
     problem,
     sign_in,
 )
+from smtp_catcher import CODE_LINE, Mailbox, code_of, text_of, token_of
 from sqlalchemy import event, select, update
 
 from authsvc import mail_sender

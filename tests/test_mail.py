@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from mailbox import CODE_LINE, Mailbox, code_of, text_of, throwaway_certificate
 
 import pytest
+from smtp_catcher import CODE_LINE, Mailbox, code_of, text_of, throwaway_certificate
 
 from authsvc import mail_sender, outbox
 from authsvc.config import ConfigError, load_config

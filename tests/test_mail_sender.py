@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import threading
-from mailbox import Mailbox, code_of
 from pathlib import Path
 
 import pytest
 from conftest import SECRET
 from helpers import PASSWORD
 from live import clean_env
+from smtp_catcher import Mailbox, code_of
 
 from authsvc import create_app, mail_sender
 from authsvc.migrations import upgrade

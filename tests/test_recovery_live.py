@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from mailbox import Mailbox, code_of, token_of
 
 import pytest
 from conftest import BACKENDS, create_postgres_database, drop_postgres_database
 from helpers import PASSWORD
 from live import UNTHROTTLED, LiveServer, clean_env, serve_command
+from smtp_catcher import Mailbox, code_of, token_of
 
 pytestmark = pytest.mark.live
 
