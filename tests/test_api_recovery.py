@@ -621,3 +621,33 @@ def test_nothing_of_a_code_or_token_is_stored_in_plain_text(
             dump = repr(connection.execute(select(table)).all())
             for secret in secrets:
                 assert secret not in dump, table.name
+
+
+def test_racing_senders_never_claim_one_message_twice(app, client, make_app):
+    for n in range(40):
+        assert (
+            forgot(client, f"nobody{n}@example.com", f"192.0.2.{n}").status_code == 202
+        )
+    senders = [app, make_app(), make_app()]
+    barrier = threading.Barrier(len(senders))
+    claimed: list[list[int]] = [[] for _ in senders]
+
+    def drain(index: int) -> None:
+        sender = senders[index]
+        barrier.wait()
+        while True:
+            with sender.app_context():
+                batch = claim(3)
+            if not batch:
+                return
+            claimed[index].extend(message.id for message in batch)
+
+    threads = [threading.Thread(target=drain, args=(n,)) for n in range(len(senders))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    every = [message_id for ids in claimed for message_id in ids]
+    assert len(every) == 40
+    assert len(set(every)) == 40
