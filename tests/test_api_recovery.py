@@ -651,3 +651,26 @@ def test_racing_senders_never_claim_one_message_twice(app, client, make_app):
     every = [message_id for ids in claimed for message_id in ids]
     assert len(every) == 40
     assert len(set(every)) == 40
+
+
+def test_notices_count_but_are_never_held_back(make_app, mailbox):
+    app = make_app(MAIL_RATE_LIMIT="1 per hour")
+    client = app.test_client()
+    client.post(
+        "/users",
+        json={"username": "alice", "password": PASSWORD, "email": "alice@example.com"},
+    )
+    tokens = sign_in(client, "alice")
+    # The verification message used the address's one message of the hour.
+    assert forgot(client).status_code == 202
+    response = client.post(
+        "/me/password",
+        json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert response.status_code == 204
+    deliver(app)
+    assert [m["Subject"] for m in mailbox.messages] == [
+        "Confirm your e-mail address",
+        "Your password was changed",
+    ]
