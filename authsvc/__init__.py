@@ -21,6 +21,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         errors,
         keys,
         logs,
+        mail_sender,
         metrics,
         migrations,
         passwords,
@@ -44,6 +45,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     errors.init_app(app)
     edge.init_app(app)
+    mail_sender.init_app(app)
     api.init_app(app)
     cli.init_app(app)
     return app

@@ -17,10 +17,11 @@ from flask import current_app
 from sqlalchemy import Select, String, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, clock, sessions, usernames
+from . import audit, clock, outbox, sessions, usernames
 from .db import get_db, get_session, rowcount
 from .errors import Code, Problem
 from .models import AuthSession, User
+from .outbox import MessageKind
 from .passwords import get_passwords, password_problem
 from .principal import Principal
 from .throttle import Kind, get_throttle
@@ -46,7 +47,7 @@ def register(
 ) -> User:
     """Create an account after checking the username, e-mail and password policy."""
     registration_attempt(address)
-    return create_user(username, password, email=email)
+    return create_user(username, password, email=email, send_verification=True)
 
 
 def registration_attempt(address: str | None) -> None:
@@ -66,8 +67,13 @@ def create_user(
     *,
     email: str | None = None,
     roles: list[str] | None = None,
+    send_verification: bool = False,
 ) -> User:
-    """Insert a user; the same policy for the API and the command line."""
+    """Insert a user; the same policy for the API and the command line.
+
+    With ``send_verification``, an address gets its verification message, queued
+    in the same transaction.
+    """
     username = normalize(username)
     email = normalize(email) if email is not None else None
     errors = _registration_errors(username, password, email)
@@ -76,6 +82,7 @@ def create_user(
         raise Problem(Code.VALIDATION_ERROR, errors=errors)
     now = clock.now()
     user = User(
+        id=uuid.uuid4(),
         username=username,
         username_key=canonical(username),
         username_skeleton=usernames.skeleton(canonical(username)),
@@ -90,6 +97,8 @@ def create_user(
     )
     db = get_session()
     db.add(user)
+    if send_verification and email:
+        outbox.queue(MessageKind.VERIFY, email, user.id)
     try:
         db.commit()
     except IntegrityError:
@@ -108,7 +117,7 @@ def _registration_errors(
     errors = {}
     if problem := _username_problem(username):
         errors["username"] = problem
-    if email is not None and not _is_valid_email(email):
+    if email is not None and not is_valid_email(email):
         errors["email"] = "must be a valid e-mail address"
     problem = _password_problem(password, username)
     if problem:
@@ -126,7 +135,8 @@ def _username_problem(username: str) -> str | None:
     return None
 
 
-def _is_valid_email(email: str) -> bool:
+def is_valid_email(email: str) -> bool:
+    """Whether ``email`` is an address of a valid form (no DNS look-up)."""
     # Syntax only: no DNS look-up, no quoted local parts, no IP-address domains.
     # What is stored stays the NFKC form the caller gave, as before.
     if len(canonical(email)) > MAX_EMAIL_LENGTH:
@@ -187,6 +197,7 @@ class LoginRow(sessions.Account, Protocol):
 
     password_hash: str
     is_active: bool
+    email_verified: bool
 
 
 def authenticate(user: LoginRow | None, password: str) -> sessions.Account:
@@ -223,6 +234,7 @@ def _login_query() -> Select[*tuple[Any, ...]]:
         User.password_hash,
         User.is_active,
         User.account_version,
+        User.email_verified,
     ).where(named(bindparam("key", type_=String)))
 
 
@@ -264,8 +276,22 @@ def login(
     key = _account_key(user.id if user else None, username)
     with get_throttle().attempt(Kind.LOGIN, key, client.ip_address):
         account = authenticate(user, password)
+        _verified_email(user)
         account = _second_factor(account)
         return sessions.open_session(account, client)
+
+
+def _verified_email(user: LoginRow | None) -> None:
+    """With ``AUTHSVC_REQUIRE_VERIFIED_EMAIL``, a right password is not enough.
+
+    Asked only after the password was found right, so the answer tells nothing
+    to whoever does not know it.
+    """
+    if current_app.config["REQUIRE_VERIFIED_EMAIL"] and not (
+        user is not None and user.email_verified
+    ):
+        audit.record("login_refused_unverified", user_id=user.id if user else None)
+        raise Problem(Code.EMAIL_NOT_VERIFIED)
 
 
 def _second_factor(account: sessions.Account) -> sessions.Account:
@@ -296,6 +322,9 @@ def change_password(
                 Code.INVALID_CREDENTIALS, "The current password is incorrect."
             )
     replace_password(user, new_password, field="new_password")
+    if user.email:
+        # Committed with the revocations below.
+        outbox.notify(MessageKind.PASSWORD_CHANGED, user.email, user.id)
     sessions.revoke_sessions(
         (AuthSession.user_id == user.id)
         & (AuthSession.id != uuid.UUID(principal.session_id)),
@@ -314,6 +343,17 @@ def replace_password(user: User, new_password: str, *, field: str) -> None:
     user.password_changed_at = user.updated_at = now
     user.account_version = User.account_version + 1
     get_session().commit()
+
+
+def check_password(user: User, password: str, *, address: str | None) -> None:
+    """Refuse with ``invalid_credentials`` unless ``password`` is the user's.
+
+    A wrong one counts as a failed login of the account.
+    """
+    key = _account_key(user.id, user.username)
+    with get_throttle().attempt(Kind.LOGIN, key, address):
+        if not _verify(user.id, user.password_hash, password):
+            raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
 
 
 def delete_account(principal: Principal, password: str, *, address: str | None) -> None:

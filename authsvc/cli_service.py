@@ -1,4 +1,4 @@
-"""The ``authsvc`` commands that run the service: serve, db, keys, export-openapi."""
+"""The ``authsvc`` commands that run the service: serve, db, keys, mail, OpenAPI."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import clock, migrations
+from . import clock, mail_sender, migrations
 from .api import openapi_document
 from .db import database_unavailable, get_db
 from .keys import get_keys
@@ -186,6 +187,43 @@ def keys_rotate() -> None:
     click.echo(f"published key {kid}; it signs new tokens in {delay} seconds")
 
 
+@click.group("mail", cls=AppGroup)
+def mail_group() -> None:
+    """Send queued mail (serving workers also do, in the background)."""
+
+
+@mail_group.command("send")
+@with_appcontext
+def mail_send() -> None:
+    """Send what is due in the outbox, once, and report how many were sent."""
+    sent = mail_sender.send_pending(limit=1000)
+    click.echo(f"sent {sent} message{'s' if sent != 1 else ''}")
+
+
+@mail_group.command("worker")
+@click.option(
+    "--interval",
+    default=mail_sender.POLL_SECONDS,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds between passes.",
+)
+@with_appcontext
+def mail_worker(interval: float) -> None:
+    """Send queued mail until stopped (SIGTERM or Ctrl-C)."""
+    sender = mail_sender.SenderThread(_current_app(), interval)
+    signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
+    log.info("mail worker: sending queued mail every %ss", interval)
+    sender.start()
+    try:
+        while sender.is_alive():
+            sender.join(0.5)
+    except KeyboardInterrupt:
+        pass
+    sender.stop()
+    log.info("mail worker: stopped")
+
+
 @click.command("export-openapi")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @with_appcontext
@@ -204,4 +242,10 @@ def render_openapi(document: dict[str, Any]) -> str:
 
 
 #: What this module adds to the ``authsvc`` group.
-COMMANDS: tuple[click.Command, ...] = (serve, db, keys_group, export_openapi)
+COMMANDS: tuple[click.Command, ...] = (
+    serve,
+    db,
+    keys_group,
+    mail_group,
+    export_openapi,
+)

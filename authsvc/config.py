@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from limits import parse_many
 from sqlalchemy.engine import make_url
@@ -112,6 +113,30 @@ def _storage_uri(value: Any) -> str | None:
     return text
 
 
+def _smtp_url(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip()
+    rule = "must be a URL like smtp://user:password@host:587?starttls=1 or smtps://"
+    try:
+        url = urlsplit(text)
+        url.port  # noqa: B018 (parsing the port is the check)
+    except ValueError:
+        raise ValueError(rule) from None
+    if url.scheme not in {"smtp", "smtps"} or not url.hostname:
+        raise ValueError(rule)
+    return text
+
+
+def _link_base(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip().rstrip("/")
+    if not re.fullmatch(r"https?://[^\s?#]+", text):
+        raise ValueError(f"must be an http(s) URL without query or fragment: {value!r}")
+    return text
+
+
 def _database_url(value: Any) -> str | None:
     if value in (None, ""):
         return None
@@ -195,6 +220,27 @@ SETTINGS: dict[str, Setting] = {
     "ARGON2_MEMORY_COST": Setting(19456, _integer(8)),
     #: Argon2id lanes.
     "ARGON2_PARALLELISM": Setting(1, _integer(1)),
+    # --- e-mail and account recovery ---
+    #: ``console`` or ``smtp``; unset means console in development, smtp in production.
+    "MAIL_BACKEND": Setting(None, _choice("console", "smtp")),
+    #: ``smtp://[user:password@]host:port[?starttls=1]`` or ``smtps://...``.
+    "SMTP_URL": Setting(None, _smtp_url),
+    #: The ``From`` address of every message.
+    "MAIL_FROM": Setting("authsvc@localhost", _text),
+    #: Base URL of the client app's pages that links in messages point to.
+    "LINK_BASE_URL": Setting(None, _link_base),
+    #: Lifetime in seconds of a password-reset code or link.
+    "PASSWORD_RESET_TTL": Setting(3600, _integer(1)),
+    #: Lifetime in seconds of an e-mail verification (or change) code or link.
+    "EMAIL_VERIFY_TTL": Setting(86400, _integer(1)),
+    #: Login refuses accounts whose e-mail address is not verified.
+    "REQUIRE_VERIFIED_EMAIL": Setting(False, _boolean),
+    #: Messages per e-mail address, whether or not an account has it.
+    "MAIL_RATE_LIMIT": Setting("3 per hour", _rate_limit),
+    #: Mail-sending requests per client address.
+    "MAIL_CLIENT_RATE_LIMIT": Setting("30 per hour", _rate_limit),
+    #: A folder of message templates (``<kind>.txt``) that replace the built-in ones.
+    "MAIL_TEMPLATES": Setting(None, _optional_text),
 }
 
 
@@ -229,8 +275,11 @@ def load_config(
         config["DATABASE_URL"] = f"sqlite:///{database}"
     if config["DOCS"] is None:
         config["DOCS"] = config["ENV"] == "development"
+    if config["MAIL_BACKEND"] is None:
+        config["MAIL_BACKEND"] = "console" if config["ENV"] == "development" else "smtp"
     if config["ENV"] == "production":
         _check_production(config)
+    _check_mail(config)
     config["UPGRADE_PENDING"] = environ.get(UPGRADE_PENDING_ENV) == "1"
     config.update(overrides)
     return config
@@ -240,6 +289,20 @@ def load_config(
 OWASP_MIN_MEMORY_COST = 19456
 OWASP_MIN_TIME_COST = 2
 MIN_SECRET_LENGTH = 32
+
+
+def _check_mail(config: dict[str, Any]) -> None:
+    # Messages carry codes: one that cannot be sent must stop start-up, not a reset.
+    if config["MAIL_BACKEND"] == "smtp" and config["SMTP_URL"] is None:
+        raise ConfigError(
+            f"{ENV_PREFIX}SMTP_URL must be set to send mail "
+            f"({ENV_PREFIX}MAIL_BACKEND=smtp, the default in production)"
+        )
+    if config["MAIL_BACKEND"] == "console" and config["ENV"] == "production":
+        raise ConfigError(
+            f"{ENV_PREFIX}MAIL_BACKEND=console writes codes to the log: "
+            "development only"
+        )
 
 
 def _check_production(config: dict[str, Any]) -> None:

@@ -50,6 +50,10 @@ class Code(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     INTERNAL_ERROR = "internal_error"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    # --- e-mail and account recovery ---
+    INVALID_CODE = "invalid_code"
+    ALREADY_VERIFIED = "already_verified"
+    EMAIL_NOT_VERIFIED = "email_not_verified"
 
 
 #: code -> (status, detail shown when the raiser gives none). A ``Code`` hashes
@@ -79,6 +83,10 @@ CODES: dict[Code, tuple[int, str]] = {
     Code.HEADERS_TOO_LARGE: (431, "A request header is too large."),
     Code.INTERNAL_ERROR: (500, "The server failed to handle the request."),
     Code.SERVICE_UNAVAILABLE: (503, "The service is temporarily unavailable."),
+    # --- e-mail and account recovery ---
+    Code.INVALID_CODE: (400, "The code or link is not valid; request a new one."),
+    Code.ALREADY_VERIFIED: (409, "The e-mail address is already verified."),
+    Code.EMAIL_NOT_VERIFIED: (403, "The account's e-mail address is not verified."),
 }
 if set(CODES) != set(Code):
     # A code without its row would fail at its first raise: fail at import instead.

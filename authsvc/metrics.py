@@ -62,6 +62,7 @@ class Metrics:
     logins: Counter
     refreshes: Counter
     reuse: Counter
+    mail: Counter
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     #: The counter, labelled if need be, each counted audit event adds one to.
     events: dict[str, Counter] = field(default_factory=dict)
@@ -113,6 +114,12 @@ def make_metrics() -> Metrics:
             "its session.",
             registry=None,
         ),
+        mail=Counter(
+            "authsvc_mail_messages",
+            "Queued messages sent, or given up on after retrying, by outcome.",
+            ["outcome"],
+            registry=None,
+        ),
     )
     # Labelled once, here, so rate() has a zero to begin from.
     metrics.events = {
@@ -120,6 +127,8 @@ def make_metrics() -> Metrics:
         "login_failed": metrics.logins.labels(outcome="failure"),
         "refreshed": metrics.refreshes,
         "refresh_reuse_detected": metrics.reuse,
+        "mail_sent": metrics.mail.labels(outcome="sent"),
+        "mail_failed": metrics.mail.labels(outcome="failed"),
     }
     return metrics
 
@@ -210,6 +219,7 @@ def init_app(app: Flask) -> None:
             metrics.logins,
             metrics.refreshes,
             metrics.reuse,
+            metrics.mail,
         ):
             metrics.registry.register(instrument)
     metrics.registry.register(LiveSessionsCollector())

@@ -1,4 +1,4 @@
-"""Tables: users, their sessions, each session's refresh tokens, throttle counters."""
+"""Tables: users, their sessions and refresh tokens, counters, codes, the outbox."""
 
 from __future__ import annotations
 
@@ -153,3 +153,55 @@ class SigningKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     #: When it starts signing; published from ``created_at`` on.
     activates_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- e-mail and account recovery ----------------------------------------------
+
+
+class OneTimeCode(Base):
+    """A user's outstanding code and link token of one purpose, kept as keyed hashes.
+
+    One row per user and purpose (reset, verify, change): a newer message replaces
+    it. Spent, expired and burnt rows are refused alike.
+    """
+
+    __tablename__ = "one_time_codes"
+    __table_args__ = (UniqueConstraint("user_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE")
+    )
+    purpose: Mapped[str] = mapped_column(String(16))
+    #: HMAC of the six-digit code, bound to the user and purpose.
+    code_hash: Mapped[str] = mapped_column(String(64))
+    #: HMAC of the link token.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The address the message went to: the one verified, or the new one.
+    email: Mapped[str] = mapped_column(String(320))
+    #: Wrong codes tried; at the limit the row is burnt.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxMessage(Base):
+    """A message waiting to be sent: its kind and recipient, never a code.
+
+    The sender makes the code when it sends, and deletes the row once sent or
+    given up, so the table holds only what is on its way.
+    """
+
+    __tablename__ = "mail_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    #: The recipient, as the request gave it or the account had it.
+    address: Mapped[str] = mapped_column(String(320))
+    #: The account it concerns; none for a reset, which the sender resolves.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: Not before then: the next try, or the end of a sender's claim.
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from prometheus_client import multiprocess
 
-from . import create_app
+from . import create_app, mail_sender
 from .edge import SECURITY_HEADERS
 from .errors import HTTP_CODES, PROBLEM_MIMETYPE, Code, HTTPError, problem_body
 from .logs import JsonFormatter
@@ -182,8 +182,16 @@ class Server(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        # Each worker builds its own app, so no database connection crosses a fork.
-        return create_app()
+        # Each worker builds its own app, so no database connection crosses a fork;
+        # and sends queued mail from a thread of its own.
+        app = create_app()
+        mail_sender.start_in_process(app)
+        return app
+
+
+def worker_exit(_arbiter: Any, _worker: Any) -> None:
+    """gunicorn hook, in a worker that is ending: let its mail sender finish."""
+    mail_sender.stop_in_process()
 
 
 def child_exit(_arbiter: Any, worker: Any) -> None:
@@ -215,6 +223,7 @@ def run(*, host: str, port: int, workers: int) -> None:
         # Several instances on one host must not fight over one control socket.
         "control_socket_disable": True,
         "child_exit": child_exit,
+        "worker_exit": worker_exit,
     }
     if has_app_context() and current_app.config["LOG_FORMAT"] == "json":
         options["logger_class"] = JsonLogger

@@ -1,4 +1,4 @@
-"""Throttling: failed logins and introspection credentials, and registrations.
+"""Throttling: failed logins and introspection credentials, registrations, mail.
 
 Each kind of attempt has its limit, from configuration, and its counters (see
 :data:`RULES`); ``attempt(kind, *keys)`` applies them. Counters are fixed windows
@@ -34,6 +34,11 @@ class Kind(Enum):
     LOGIN = "login"
     INTROSPECTION = "introspect"
     REGISTRATION = "register"
+    # --- e-mail and account recovery ---
+    #: Messages to one e-mail address, named by an HMAC of it.
+    MAIL = "mail"
+    #: Mail-sending requests from one client address.
+    MAIL_CLIENT = "mail-client"
 
 
 def _account(value: str | None) -> str:
@@ -45,6 +50,11 @@ def _account(value: str | None) -> str:
 
 def _address(value: str | None) -> str:
     return f"address:{value}"
+
+
+def _recipient(value: str | None) -> str:
+    # Already an HMAC of the e-mail address: it names no one.
+    return f"recipient:{value}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,9 @@ RULES: dict[Kind, Rule] = {
     # Guessing the introspection credential is held back like guessing a password.
     Kind.INTROSPECTION: Rule("LOGIN_RATE_LIMIT", (_address,), Code.INVALID_TOKEN),
     Kind.REGISTRATION: Rule("REGISTRATION_RATE_LIMIT", (_address,), None),
+    # --- e-mail and account recovery: every request counts, whatever its outcome.
+    Kind.MAIL: Rule("MAIL_RATE_LIMIT", (_recipient,), None),
+    Kind.MAIL_CLIENT: Rule("MAIL_CLIENT_RATE_LIMIT", (_address,), None),
 }
 
 

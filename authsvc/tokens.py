@@ -221,6 +221,12 @@ def successor_refresh_token(key: bytes, token: str) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def hash_opaque_token(token: str) -> str:
-    """The only form in which an opaque token is stored."""
+def hash_opaque_token(token: str, key: bytes | None = None) -> str:
+    """The only form in which an opaque token is stored: keyed when ``key`` is given.
+
+    One-time codes and link tokens are hashed under a key derived from the secret,
+    so a copy of the database alone cannot test guesses against them.
+    """
+    if key is not None:
+        return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
     return hashlib.sha256(token.encode()).hexdigest()

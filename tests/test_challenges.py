@@ -70,6 +70,9 @@ def test_the_document_names_the_protected_operations(app):
         ("PATCH", "/admin/users/x"),
         ("POST", "/introspect"),
         ("POST", "/logout"),
+        ("POST", "/me/email"),
+        ("POST", "/me/email/confirm"),
+        ("POST", "/me/email/verify"),
         ("POST", "/me/password"),
     ]
 

@@ -35,6 +35,7 @@ PRODUCTION = {
     "AUTHSVC_ENV": "production",
     "AUTHSVC_SECRET_KEY": "s" * 48,
     "AUTHSVC_DATABASE_URL": POSTGRES_URL,
+    "AUTHSVC_SMTP_URL": "smtp://mail.example.com:587?starttls=1",
 }
 
 

@@ -46,6 +46,8 @@ TABLES = {
     "refresh_tokens",
     "throttle_counters",
     "signing_keys",
+    "one_time_codes",
+    "mail_outbox",
 }
 
 

@@ -13,7 +13,7 @@ from flask_restx import Api
 from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
-from . import admin, health, sessions, tokens, users
+from . import admin, health, recovery, sessions, tokens, users
 from .schemas import problem_model, user_model
 
 AUTHORIZATIONS = {
@@ -130,6 +130,7 @@ def create_api(app: Flask) -> Api:
         api.models[model.name] = model
     for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns):
         api.add_namespace(namespace)
+    api.add_namespace(recovery.ns)
     app.register_blueprint(blueprint)
     return api
 
