@@ -195,6 +195,12 @@ SETTINGS: dict[str, Setting] = {
     "ARGON2_MEMORY_COST": Setting(19456, _integer(8)),
     #: Argon2id lanes.
     "ARGON2_PARALLELISM": Setting(1, _integer(1)),
+    #: Lifetime of the ``mfa_token`` a password login hands a user with a factor.
+    "MFA_TOKEN_TTL": Setting(300, _integer(1)),
+    #: The issuer authenticator apps show; unset means ``ISSUER``.
+    "TOTP_ISSUER": Setting(None, _optional_text),
+    #: Seconds since the last authentication within which a token is fresh.
+    "FRESH_AUTH_MAX_AGE": Setting(300, _integer(0)),
 }
 
 
@@ -229,6 +235,8 @@ def load_config(
         config["DATABASE_URL"] = f"sqlite:///{database}"
     if config["DOCS"] is None:
         config["DOCS"] = config["ENV"] == "development"
+    if config["TOTP_ISSUER"] is None:
+        config["TOTP_ISSUER"] = config["ISSUER"]
     if config["ENV"] == "production":
         _check_production(config)
     config["UPGRADE_PENDING"] = environ.get(UPGRADE_PENDING_ENV) == "1"

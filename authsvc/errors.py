@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from http import HTTPStatus
+from types import MappingProxyType
 
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed
@@ -50,6 +51,13 @@ class Code(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     INTERNAL_ERROR = "internal_error"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    # The second factor and fresh authentication.
+    MFA_REQUIRED = "mfa_required"
+    INVALID_MFA_TOKEN = "invalid_mfa_token"  # noqa: S105
+    INVALID_MFA_CODE = "invalid_mfa_code"
+    MFA_ALREADY_ENABLED = "mfa_already_enabled"
+    MFA_NOT_ENABLED = "mfa_not_enabled"
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
 
 
 #: code -> (status, detail shown when the raiser gives none). A ``Code`` hashes
@@ -79,6 +87,23 @@ CODES: dict[Code, tuple[int, str]] = {
     Code.HEADERS_TOO_LARGE: (431, "A request header is too large."),
     Code.INTERNAL_ERROR: (500, "The server failed to handle the request."),
     Code.SERVICE_UNAVAILABLE: (503, "The service is temporarily unavailable."),
+    Code.MFA_REQUIRED: (
+        401,
+        "The password is right; present a code of the second factor with the "
+        "mfa_token at POST /login/mfa.",
+    ),
+    Code.INVALID_MFA_TOKEN: (
+        401,
+        "The mfa_token is not valid: log in with the password again.",
+    ),
+    Code.INVALID_MFA_CODE: (401, "The code is not valid."),
+    Code.MFA_ALREADY_ENABLED: (409, "A second factor is already enabled."),
+    Code.MFA_NOT_ENABLED: (409, "No second factor is enabled or pending."),
+    Code.INSUFFICIENT_USER_AUTHENTICATION: (
+        401,
+        "The access token's authentication is too old or of too low a level: "
+        "authenticate again.",
+    ),
 }
 if set(CODES) != set(Code):
     # A code without its row would fail at its first raise: fail at import instead.
@@ -102,12 +127,17 @@ HTTP_CODES: dict[int, Code] = {
 class Problem(Exception):
     """An error the client caused or must know about, named by its stable code."""
 
+    #: Further members of the body where the contract names them (``mfa_token``,
+    #: ``max_age``...); never ``.data``, which Flask-RESTX would take for the body.
+    members: Mapping[str, object] = MappingProxyType({})
+
     def __init__(
         self,
         code: Code,
         detail: str | None = None,
         *,
         errors: Mapping[str, str] | None = None,
+        members: Mapping[str, object] | None = None,
     ) -> None:
         # Code() refuses a string the table does not name: a typo fails here, at
         # the raise, instead of becoming a silent 500.
@@ -117,6 +147,8 @@ class Problem(Exception):
         self.detail = detail or default_detail
         super().__init__(self.detail)
         self.errors = dict(errors) if errors is not None else None
+        if members:
+            self.members = MappingProxyType(dict(members))
         if self.code == Code.VALIDATION_ERROR and not self.errors:
             # The contract: a validation error always names what was invalid.
             self.errors = {"body": self.detail}
@@ -163,9 +195,20 @@ class AuthFailed(Problem):
         detail: str | None = None,
         *,
         errors: Mapping[str, str] | None = None,
+        members: Mapping[str, object] | None = None,
     ) -> None:
-        super().__init__(code, detail, errors=errors)
+        super().__init__(code, detail, errors=errors, members=members)
         self.challenge = challenge
+
+
+class MfaRequired(Problem):
+    """A right password of a user with a second factor: the token to present it."""
+
+    def __init__(self, mfa_token: str, expires_in: int) -> None:
+        super().__init__(
+            Code.MFA_REQUIRED,
+            members={"mfa_token": mfa_token, "mfa_expires_in": expires_in},
+        )
 
 
 class HTTPError(Problem):
@@ -208,6 +251,7 @@ def problem_body(problem: Problem) -> dict[str, object]:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    body.update(problem.members)
     return body
 
 
