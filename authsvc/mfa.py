@@ -9,7 +9,9 @@ like guessing passwords. Nothing here knows about HTTP: failures are raised as
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import current_app
 from sqlalchemy.orm import Session
@@ -21,6 +23,8 @@ from .errors import Code, Problem
 from .models import AuthSession, User
 from .principal import Principal
 from .users import find_user
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,13 +75,14 @@ def confirm(principal: Principal, code: str, *, address: str | None) -> list[str
     ``aal2`` from its next token on. A wrong code counts as a failed login.
     """
     user = find_user(principal.id)
+    session_id = uuid.UUID(principal.session_id)
     db = get_session()
     with login_attempt(user, address):
         second_factor.confirm_enrolment(db, user.id, code)
-    codes = second_factor.replace_recovery_codes(db, user.id)
-    session_id = uuid.UUID(principal.session_id)
-    sessions.raise_assurance(session_id, sessions.SECOND_FACTOR)
-    db.commit()
+        codes = second_factor.replace_recovery_codes(db, user.id)
+        sessions.raise_assurance(session_id, sessions.SECOND_FACTOR)
+        # Before the attempt ends: SQLite's counters wait for this writer.
+        db.commit()
     audit.record("mfa_enabled", user_id=user.id, session_id=session_id)
     sessions.revoke_sessions(
         (AuthSession.user_id == user.id) & (AuthSession.id != session_id),
@@ -91,10 +96,9 @@ def renew_recovery_codes(
 ) -> list[str]:
     """Ten new recovery codes, after the password and a code; the old ones die."""
     user = find_user(principal.id)
-    db = get_session()
-    _check_password_and_code(db, user, password, code, address)
-    codes = second_factor.replace_recovery_codes(db, user.id)
-    db.commit()
+    codes = _after_password_and_code(
+        user, password, code, address, second_factor.replace_recovery_codes
+    )
     audit.record("mfa_recovery_codes_renewed", user_id=user.id)
     return codes
 
@@ -104,13 +108,13 @@ def disable(
 ) -> None:
     """Turn the caller's factor off, after the password and a code."""
     user = find_user(principal.id)
-    db = get_session()
-    _check_password_and_code(db, user, password, code, address)
-    if not second_factor.remove(db, user.id):
-        db.rollback()
-        raise Problem(Code.MFA_NOT_ENABLED)
-    db.commit()
+    _after_password_and_code(user, password, code, address, _remove)
     audit.record("mfa_disabled", user_id=user.id, session_id=principal.session_id)
+
+
+def _remove(db: Session, user_id: uuid.UUID) -> None:
+    if not second_factor.remove(db, user_id):
+        raise Problem(Code.MFA_NOT_ENABLED)
 
 
 def reset(user: User) -> None:
@@ -163,14 +167,23 @@ def _check_password(user: User, password: str, address: str | None) -> None:
             raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
 
 
-def _check_password_and_code(
-    db: Session, user: User, password: str, code: str, address: str | None
-) -> None:
-    """The password, then a code of the factor, spent uncommitted; all counted."""
+def _after_password_and_code(
+    user: User,
+    password: str,
+    code: str,
+    address: str | None,
+    change: Callable[[Session, uuid.UUID], T],
+) -> T:
+    """Make ``change`` after the password and a code of the factor, all at once.
+
+    The code is spent in the same transaction as the change; a wrong password
+    or code counts as a failed login.
+    """
     if not user.mfa_enabled:
         # Still a proof of the password first: the answer says nothing before it.
         _check_password(user, password, address)
         raise Problem(Code.MFA_NOT_ENABLED)
+    db = get_session()
     with login_attempt(user, address):
         if not password_matches(user, password):
             raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
@@ -178,7 +191,15 @@ def _check_password_and_code(
         if used is None:
             db.rollback()
             raise Problem(Code.INVALID_MFA_CODE)
+        try:
+            result = change(db, user.id)
+        except Problem:
+            db.rollback()
+            raise
+        # Before the attempt ends: SQLite's counters wait for this writer.
+        db.commit()
     _note_recovery_code(used, user.id)
+    return result
 
 
 def spend_code(user: User, code: str) -> bool:
