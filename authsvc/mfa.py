@@ -221,3 +221,8 @@ def _note_recovery_code(used: str, user_id: uuid.UUID) -> None:
             user_id=user_id,
             left=second_factor.recovery_codes_left(user_id),
         )
+
+
+def prune_challenges() -> int:
+    """Delete mfa_tokens that expired over a day ago; return how many."""
+    return second_factor.prune_challenges()
