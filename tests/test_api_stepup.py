@@ -402,3 +402,62 @@ def test_the_cli_resets_a_lost_factor(client, runner, with_factor):
     unknown = runner.invoke(args=["users", "reset-mfa", "nobody"])
     assert unknown.exit_code == 1
     assert unknown.output == "Error: no such user: nobody\n"
+
+
+# --- the audit trail ------------------------------------------------------------------
+
+
+def test_every_second_factor_event_is_audited_without_its_secrets(
+    client, runner, register, login, clock, caplog
+):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="authsvc.audit")
+    register()
+    tokens = login()
+    secret = enrol(client, tokens).json["secret"]
+    confirm_code = code_at(secret, clock)
+    codes = client.post(
+        "/me/mfa/totp/confirm",
+        json={"code": confirm_code},
+        headers=bearer(tokens["access_token"]),
+    ).json["recovery_codes"]
+    token = mfa_token(client)
+    assert second_step(client, token, codes[0]).status_code == 200
+    clock.advance(30)
+    again = reauthenticate(client, tokens, code=code_at(secret, clock))
+    assert again.status_code == 200
+    clock.advance(30)
+    disabled = client.delete(
+        "/me/mfa",
+        json={"password": PASSWORD, "code": code_at(secret, clock)},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert disabled.status_code == 204
+    secret = enrol(client, tokens).json["secret"]
+    client.post(
+        "/me/mfa/totp/confirm",
+        json={"code": code_at(secret, clock)},
+        headers=bearer(tokens["access_token"]),
+    )
+    assert runner.invoke(args=["users", "reset-mfa", "alice"]).exit_code == 0
+
+    trail = [r.audit for r in caplog.records if r.name == "authsvc.audit"]
+    events = [fields["event"] for fields in trail]
+    for event in [
+        "mfa_enrolment_started",
+        "mfa_enabled",
+        "mfa_challenged",
+        "mfa_recovery_code_used",
+        "reauthenticated",
+        "mfa_disabled",
+        "mfa_reset",
+    ]:
+        assert event in events, event
+    (used,) = [
+        r.audit for r in caplog.records if r.audit["event"] == "mfa_recovery_code_used"
+    ]
+    assert used["left"] == 9
+    for value in [secret, token, *codes, confirm_code, PASSWORD]:
+        assert value not in caplog.text
+        assert all(value not in str(fields) for fields in trail)
