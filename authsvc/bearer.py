@@ -258,8 +258,8 @@ def step_up_needed(
     if fresh and strong:
         return None
     wanted = needed_acr
-    if wanted is None and acr is not None and acr_satisfies(acr, "aal2"):
-        wanted = acr
+    if acr_satisfies(acr, "aal2") and (wanted is None or acr_satisfies(acr, wanted)):
+        wanted = "aal2"
     return insufficient_user_authentication(max_age, wanted)
 
 

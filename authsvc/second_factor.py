@@ -325,13 +325,6 @@ def remove(db: Session, user_id: uuid.UUID) -> bool:
     return True
 
 
-def is_enabled(user_id: uuid.UUID) -> bool:
-    """Whether the user's second factor is on."""
-    return bool(
-        get_session().scalar(select(User.mfa_enabled).where(User.id == user_id))
-    )
-
-
 def prune_challenges() -> int:
     """Delete mfa_tokens that expired over a day ago; return how many."""
     db = get_session()

@@ -461,3 +461,11 @@ def test_every_second_factor_event_is_audited_without_its_secrets(
     for value in [secret, token, *codes, confirm_code, PASSWORD]:
         assert value not in caplog.text
         assert all(value not in str(fields) for fields in trail)
+
+
+def test_a_stale_aal2_token_is_asked_for_aal2_whatever_the_endpoint_needs():
+    for needed in (None, "aal1", "aal2"):
+        refusal = step_up_needed(1000, "aal2", now=2000, max_age=300, needed_acr=needed)
+        assert refusal is not None
+        assert refusal.members == {"max_age": 300, "acr_values": "aal2"}
+        assert refusal.challenge.endswith(', max_age="300", acr_values="aal2"')
