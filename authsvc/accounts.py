@@ -17,14 +17,14 @@ from flask import current_app
 from sqlalchemy import Select, String, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from . import audit, clock, outbox, sessions, usernames
+from . import audit, clock, outbox, second_factor, sessions, usernames
 from .db import get_db, get_session, rowcount
 from .errors import Code, Problem
 from .models import AuthSession, User
 from .outbox import MessageKind
 from .passwords import get_passwords, password_problem
 from .principal import Principal
-from .throttle import Kind, get_throttle
+from .throttle import Attempt, Kind, get_throttle
 from .users import (
     canonical,
     find_user,
@@ -198,9 +198,10 @@ class LoginRow(sessions.Account, Protocol):
     password_hash: str
     is_active: bool
     email_verified: bool
+    mfa_enabled: bool
 
 
-def authenticate(user: LoginRow | None, password: str) -> sessions.Account:
+def authenticate(user: LoginRow | None, password: str) -> LoginRow:
     """Return the login row ``user`` if it is active with ``password``.
 
     Otherwise raise ``invalid_credentials``. Unknown user (``None``), wrong
@@ -235,6 +236,7 @@ def _login_query() -> Select[*tuple[Any, ...]]:
         User.is_active,
         User.account_version,
         User.email_verified,
+        User.mfa_enabled,
     ).where(named(bindparam("key", type_=String)))
 
 
@@ -294,12 +296,31 @@ def _verified_email(user: LoginRow | None) -> None:
         raise Problem(Code.EMAIL_NOT_VERIFIED)
 
 
-def _second_factor(account: sessions.Account) -> sessions.Account:
-    """Where a second factor will be checked, inside the login's throttle.
+def _second_factor(account: LoginRow) -> LoginRow:
+    """The second factor, inside the login's throttle: its challenge, if it is on.
 
-    None is asked for yet: every account that knows its password passes.
+    A user with the factor gets ``mfa_required`` and an ``mfa_token`` instead of
+    a session; only a right password gets here, so a wrong one reads alike for
+    every account.
     """
+    if account.mfa_enabled:
+        second_factor.challenge(account.id)
     return account
+
+
+# --- the caller's password, for the second factor's use cases ---------------
+
+
+def login_attempt(user: User, address: str | None) -> Attempt:
+    """A throttled attempt of the caller to prove who they are, as a login counts."""
+    return get_throttle().attempt(
+        Kind.LOGIN, _account_key(user.id, user.username), address
+    )
+
+
+def password_matches(user: User, password: str) -> bool:
+    """Whether ``password`` is the user's (a failure is for the caller to raise)."""
+    return _verify(user.id, user.password_hash, password)
 
 
 def change_password(

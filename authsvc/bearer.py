@@ -154,6 +154,7 @@ def bearer_required(view: View) -> View:
                 www_authenticate(problem.code),
                 problem.detail,
                 errors=problem.errors,
+                members=problem.members,
             ) from problem
 
     return cast(View, challenged)
@@ -194,3 +195,105 @@ def roles_required(*roles: str) -> Callable[[View], View]:
 def insufficient_scope() -> NoReturn:
     """Refuse a caller whose token is fine but whose user lacks a role (403)."""
     raise AuthFailed(Code.INSUFFICIENT_SCOPE, INSUFFICIENT_SCOPE_CHALLENGE)
+
+
+# --- fresh authentication (RFC 9470) ----------------------------------------
+
+#: Authentication levels (``acr``) from weakest to strongest.
+ACR_LEVELS = ("aal1", "aal2")
+#: Seconds a token's authentication stays fresh when nothing else is said.
+DEFAULT_FRESH_AUTH_MAX_AGE = 300
+
+
+def step_up_challenge(max_age: int, acr_values: str | None = None) -> str:
+    """RFC 9470's ``WWW-Authenticate``: authenticate within ``max_age``, at a level."""
+    challenge = (
+        f'Bearer realm="{REALM}", error="insufficient_user_authentication", '
+        f'max_age="{max_age}"'
+    )
+    if acr_values is not None:
+        challenge += f', acr_values="{acr_values}"'
+    return challenge
+
+
+def insufficient_user_authentication(
+    max_age: int, acr_values: str | None = None, detail: str | None = None
+) -> AuthFailed:
+    """The RFC 9470 problem, with its challenge and the members ``max_age`` (and
+    ``acr_values`` when a second factor is needed)."""
+    members: dict[str, object] = {"max_age": max_age}
+    if acr_values is not None:
+        members["acr_values"] = acr_values
+    return AuthFailed(
+        Code.INSUFFICIENT_USER_AUTHENTICATION,
+        step_up_challenge(max_age, acr_values),
+        detail,
+        members=members,
+    )
+
+
+def acr_satisfies(acr: str | None, needed: str) -> bool:
+    """Whether an authentication at ``acr`` is at least at the level ``needed``."""
+    if acr not in ACR_LEVELS or needed not in ACR_LEVELS:
+        return acr == needed
+    return ACR_LEVELS.index(acr) >= ACR_LEVELS.index(needed)
+
+
+def step_up_needed(
+    auth_time: int | None,
+    acr: str | None,
+    *,
+    now: float,
+    max_age: int,
+    needed_acr: str | None,
+) -> AuthFailed | None:
+    """Why a caller authenticated at ``auth_time`` and ``acr`` must step up, or None.
+
+    A token without ``auth_time`` is never fresh. The challenge asks for a second
+    factor when the endpoint needs one, or when the caller already had one (their
+    reauthentication will need a code).
+    """
+    fresh = auth_time is not None and now - auth_time <= max_age
+    strong = needed_acr is None or acr_satisfies(acr, needed_acr)
+    if fresh and strong:
+        return None
+    wanted = needed_acr
+    if acr_satisfies(acr, "aal2") and (wanted is None or acr_satisfies(acr, wanted)):
+        wanted = "aal2"
+    return insufficient_user_authentication(max_age, wanted)
+
+
+def freshness_guard(
+    max_age: int | None,
+    acr: str | None,
+    *,
+    now: Callable[[], float],
+    default_max_age: Callable[[], int],
+    refuse: Callable[[AuthFailed], Any],
+) -> Callable[[View], View]:
+    """Let a view run only for a token whose authentication is fresh enough.
+
+    ``now`` and ``default_max_age`` come from whoever installs the guard (the
+    service's clock and settings, or the companion's); ``refuse`` answers with the
+    challenge. The view must already be behind ``login_required``.
+    """
+
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if request.method not in EXEMPT_METHODS:
+                limit = default_max_age() if max_age is None else max_age
+                refusal = step_up_needed(
+                    getattr(current_user, "auth_time", None),
+                    getattr(current_user, "acr", None),
+                    now=now(),
+                    max_age=limit,
+                    needed_acr=acr,
+                )
+                if refusal is not None:
+                    return refuse(refusal)
+            return view(*args, **kwargs)
+
+        return cast(View, guarded)
+
+    return decorator

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import accounts, admin, cli_service, create_app, sessions, throttle
+from . import accounts, admin, cli_service, create_app, mfa, sessions, throttle
 from .config import ConfigError
 from .errors import Problem
 from .models import User
@@ -187,6 +187,19 @@ def users_revoke(username: str, role: str) -> None:
     click.echo(f"revoked {role} from {user.username}; their sessions are revoked")
 
 
+@users.command("reset-mfa")
+@click.argument("username")
+@with_appcontext
+def users_reset_mfa(username: str) -> None:
+    """Turn a user's second factor off (a lost phone); their sessions are revoked."""
+    user = _find_user(username)
+    with _problems_exit():
+        mfa.reset(user)
+    click.echo(
+        f"turned off the second factor of {user.username}; their sessions are revoked"
+    )
+
+
 @cli.group("sessions")
 def sessions_group() -> None:
     """Manage login sessions."""
@@ -212,11 +225,16 @@ def sessions_revoke(username: str) -> None:
 )
 @with_appcontext
 def sessions_prune(batch_size: int) -> None:
-    """Delete sessions ended or revoked over a day ago, and spent throttle counters."""
+    """Delete sessions ended or revoked over a day ago, and spent throttle counters.
+
+    And mfa_tokens that expired over a day ago.
+    """
     pruned = sessions.prune_sessions(batch_size=batch_size)
     click.echo(f"pruned {_count(pruned, 'session')}")
     counters = throttle.prune_counters()
     click.echo(f"pruned {_count(counters, 'expired throttle counter')}")
+    challenges = mfa.prune_challenges()
+    click.echo(f"pruned {_count(challenges, 'expired mfa token')}")
 
 
 def _find_user(username: str) -> User:

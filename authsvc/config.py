@@ -241,6 +241,12 @@ SETTINGS: dict[str, Setting] = {
     "MAIL_CLIENT_RATE_LIMIT": Setting("30 per hour", _rate_limit),
     #: A folder of message templates (``<kind>.txt``) that replace the built-in ones.
     "MAIL_TEMPLATES": Setting(None, _optional_text),
+    #: Lifetime of the ``mfa_token`` a password login hands a user with a factor.
+    "MFA_TOKEN_TTL": Setting(300, _integer(1)),
+    #: The issuer authenticator apps show; unset means ``ISSUER``.
+    "TOTP_ISSUER": Setting(None, _optional_text),
+    #: Seconds since the last authentication within which a token is fresh.
+    "FRESH_AUTH_MAX_AGE": Setting(300, _integer(0)),
 }
 
 
@@ -277,6 +283,8 @@ def load_config(
         config["DOCS"] = config["ENV"] == "development"
     if config["MAIL_BACKEND"] is None:
         config["MAIL_BACKEND"] = "console" if config["ENV"] == "development" else "smtp"
+    if config["TOTP_ISSUER"] is None:
+        config["TOTP_ISSUER"] = config["ISSUER"]
     if config["ENV"] == "production":
         _check_production(config)
     _check_mail(config)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from http import HTTPStatus
+from types import MappingProxyType
 
 from flask import Flask, Response, current_app
 from werkzeug.exceptions import BadHost, HTTPException, MethodNotAllowed
@@ -54,6 +55,13 @@ class Code(StrEnum):
     INVALID_CODE = "invalid_code"
     ALREADY_VERIFIED = "already_verified"
     EMAIL_NOT_VERIFIED = "email_not_verified"
+    # The second factor and fresh authentication.
+    MFA_REQUIRED = "mfa_required"
+    INVALID_MFA_TOKEN = "invalid_mfa_token"  # noqa: S105
+    INVALID_MFA_CODE = "invalid_mfa_code"
+    MFA_ALREADY_ENABLED = "mfa_already_enabled"
+    MFA_NOT_ENABLED = "mfa_not_enabled"
+    INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
 
 
 #: code -> (status, detail shown when the raiser gives none). A ``Code`` hashes
@@ -87,6 +95,23 @@ CODES: dict[Code, tuple[int, str]] = {
     Code.INVALID_CODE: (400, "The code or link is not valid; request a new one."),
     Code.ALREADY_VERIFIED: (409, "The e-mail address is already verified."),
     Code.EMAIL_NOT_VERIFIED: (403, "The account's e-mail address is not verified."),
+    Code.MFA_REQUIRED: (
+        401,
+        "The password is right; present a code of the second factor with the "
+        "mfa_token at POST /login/mfa.",
+    ),
+    Code.INVALID_MFA_TOKEN: (
+        401,
+        "The mfa_token is not valid: log in with the password again.",
+    ),
+    Code.INVALID_MFA_CODE: (401, "The code is not valid."),
+    Code.MFA_ALREADY_ENABLED: (409, "A second factor is already enabled."),
+    Code.MFA_NOT_ENABLED: (409, "No second factor is enabled or pending."),
+    Code.INSUFFICIENT_USER_AUTHENTICATION: (
+        401,
+        "The access token's authentication is too old or of too low a level: "
+        "authenticate again.",
+    ),
 }
 if set(CODES) != set(Code):
     # A code without its row would fail at its first raise: fail at import instead.
@@ -110,12 +135,17 @@ HTTP_CODES: dict[int, Code] = {
 class Problem(Exception):
     """An error the client caused or must know about, named by its stable code."""
 
+    #: Further members of the body where the contract names them (``mfa_token``,
+    #: ``max_age``...); never ``.data``, which Flask-RESTX would take for the body.
+    members: Mapping[str, object] = MappingProxyType({})
+
     def __init__(
         self,
         code: Code,
         detail: str | None = None,
         *,
         errors: Mapping[str, str] | None = None,
+        members: Mapping[str, object] | None = None,
     ) -> None:
         # Code() refuses a string the table does not name: a typo fails here, at
         # the raise, instead of becoming a silent 500.
@@ -125,6 +155,8 @@ class Problem(Exception):
         self.detail = detail or default_detail
         super().__init__(self.detail)
         self.errors = dict(errors) if errors is not None else None
+        if members:
+            self.members = MappingProxyType(dict(members))
         if self.code == Code.VALIDATION_ERROR and not self.errors:
             # The contract: a validation error always names what was invalid.
             self.errors = {"body": self.detail}
@@ -171,9 +203,20 @@ class AuthFailed(Problem):
         detail: str | None = None,
         *,
         errors: Mapping[str, str] | None = None,
+        members: Mapping[str, object] | None = None,
     ) -> None:
-        super().__init__(code, detail, errors=errors)
+        super().__init__(code, detail, errors=errors, members=members)
         self.challenge = challenge
+
+
+class MfaRequired(Problem):
+    """A right password of a user with a second factor: the token to present it."""
+
+    def __init__(self, mfa_token: str, expires_in: int) -> None:
+        super().__init__(
+            Code.MFA_REQUIRED,
+            members={"mfa_token": mfa_token, "mfa_expires_in": expires_in},
+        )
 
 
 class HTTPError(Problem):
@@ -216,6 +259,7 @@ def problem_body(problem: Problem) -> dict[str, object]:
     }
     if problem.errors is not None:
         body["errors"] = problem.errors
+    body.update(problem.members)
     return body
 
 

@@ -17,7 +17,7 @@ from .keys import get_keys
 from .models import AuthSession, RefreshToken
 from .principal import load_principal
 from .sessions import revoke_sessions
-from .tokens import TokenError, hash_opaque_token
+from .tokens import AccessClaims, TokenError, hash_opaque_token
 
 
 def introspect(token: str) -> dict[str, object]:
@@ -44,7 +44,19 @@ def introspect(token: str) -> dict[str, object]:
         "aud": keys.audience,
         "jti": claims.token_id,
         "token_type": "access_token",
+        **_authentication(claims),
     }
+
+
+def _authentication(claims: AccessClaims) -> dict[str, object]:
+    """When and how the user authenticated, as the token says (RFC 9068 2.2.1)."""
+    found = {
+        "auth_time": claims.auth_time,
+        "acr": claims.acr,
+        "amr": list(claims.amr) if claims.amr is not None else None,
+    }
+    # A token signed before the service issued them has none to tell.
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def revoke_token(token: str, *, hint: str | None = None) -> None:

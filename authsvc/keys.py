@@ -141,6 +141,9 @@ class KeyRing:
         issued_at: int,
         expires_at: int,
         key_version: int | None = None,
+        auth_time: int | None = None,
+        acr: str | None = None,
+        amr: Sequence[str] | None = None,
     ) -> str:
         """Return an access token signed by the active key.
 
@@ -166,6 +169,9 @@ class KeyRing:
             roles=roles,
             issued_at=issued_at,
             expires_at=expires_at,
+            auth_time=auth_time,
+            acr=acr,
+            amr=amr,
         )
 
     def verify(self, token: str, *, now: int) -> tokens.AccessClaims:

@@ -1,4 +1,4 @@
-"""Tables: users, their sessions and refresh tokens, counters, codes, the outbox."""
+"""Tables: users, sessions, refresh tokens, counters, keys, codes, outbox, MFA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -118,6 +119,15 @@ class AuthSession(Base):
     #: It still reads it while instances are rolled, so a login still fills it in;
     #: nothing else does. A later migration drops it.
     stored_last_used_at: Mapped[datetime] = mapped_column("last_used_at", UTCDateTime)
+    #: When the user last proved who they are in this session (RFC 9068
+    #: ``auth_time``): the login, or a later reauthentication. Null only for a
+    #: session opened by the version before while instances are rolled, which
+    #: reads as its ``created_at``.
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The level of that authentication: ``aal1`` or ``aal2`` (``acr``).
+    acr: Mapped[str] = mapped_column(String(16), server_default="aal1")
+    #: How it was made, as RFC 8176 names methods (``amr``).
+    amr: Mapped[list[str]] = mapped_column(JSON, server_default='["pwd"]')
 
     user: Mapped[User] = relationship(back_populates="sessions")
 
@@ -205,3 +215,53 @@ class OutboxMessage(Base):
     #: Not before then: the next try, or the end of a sender's claim.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+class MfaFactor(Base):
+    """A user's TOTP factor: the secret, encrypted, and the last step it accepted.
+
+    ``secret`` is set once the factor is confirmed (``users.mfa_enabled`` goes
+    with it); ``pending_secret`` while an enrolment waits for its first code.
+    """
+
+    __tablename__ = "mfa_factors"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    pending_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: The newest 30-second step a code was accepted for: it and every earlier
+    #: step are refused from then on.
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecoveryCode(Base):
+    """One recovery code of a user, kept only as a keyed hash; usable once."""
+
+    __tablename__ = "mfa_recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MfaToken(Base):
+    """The ``mfa_token`` a right password hands out: kept as a keyed hash, once."""
+
+    __tablename__ = "mfa_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: Wrong codes presented with it; at five it is burnt.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -34,6 +34,10 @@ class Principal(UserMixin):
     mfa_enabled: bool
     created_at: datetime
     session_id: str
+    #: The token's ``auth_time`` and ``acr`` (``None`` when it has none), for
+    #: guards that need a fresh authentication: read from the token, not stored.
+    auth_time: int | None = None
+    acr: str | None = None
 
 
 def load_principal(claims: AccessClaims) -> Principal:
@@ -61,6 +65,8 @@ def load_principal(claims: AccessClaims) -> Principal:
         mfa_enabled=row.mfa_enabled,
         created_at=row.created_at,
         session_id=claims.session_id,
+        auth_time=claims.auth_time,
+        acr=claims.acr,
     )
 
 

@@ -12,7 +12,10 @@ Plug it into any Flask app that serves an API behind authsvc::
     )
 
 Then ``flask_login.login_required`` guards views and ``current_user`` has ``id``,
-``username`` and ``roles``. Tokens are verified against the cached JWKS (fetched
+``username``, ``roles``, ``auth_time`` and ``acr``. Views that need a recent
+authentication add :func:`fresh_login_required` (RFC 9470 step-up): a stale
+token is answered with the challenge that sends the client to authsvc's
+``POST /reauthenticate``. Tokens are verified against the cached JWKS (fetched
 again when a token names an unknown key, at most once per ``refetch_interval``);
 ``iss``, ``aud``, ``exp`` and ``typ`` are checked. Views that must see a logout
 at once add :meth:`ResourceServer.introspected`, which asks authsvc's
@@ -33,16 +36,18 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 import jwt
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_login import UserMixin, current_user, login_required
 from flask_login.config import EXEMPT_METHODS
 
 from . import bearer
 from .bearer import (
     ACCESS_TOKEN_TYPES,
+    DEFAULT_FRESH_AUTH_MAX_AGE,
     INSUFFICIENT_SCOPE_CHALLENGE,
     BearerLoginManager,
     bearer_token,
+    freshness_guard,
     roles_guard,
     www_authenticate,
 )
@@ -64,6 +69,10 @@ class TokenUser(UserMixin):
     roles: tuple[str, ...]
     session_id: str
     token: str = field(repr=False)
+    #: When and at what level the user last authenticated (RFC 9068 2.2.1);
+    #: ``None`` when the token does not say.
+    auth_time: int | None = None
+    acr: str | None = None
 
 
 class KeySet:
@@ -122,6 +131,8 @@ class ResourceServer:
         refetch_interval: float = 30.0,
         introspection_url: str | None = None,
         introspection_secret: str | None = None,
+        fresh_auth_max_age: int = DEFAULT_FRESH_AUTH_MAX_AGE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = KeySet(jwks_url, refetch_interval=refetch_interval)
         self.issuer = issuer
@@ -134,6 +145,9 @@ class ResourceServer:
             _http_url(introspection_url) if introspection_url else None
         )
         self.introspection_secret = introspection_secret
+        #: :func:`fresh_login_required`'s default ``max_age``, and its clock.
+        self.fresh_auth_max_age = fresh_auth_max_age
+        self.clock = clock
         self.login_manager = BearerLoginManager()
         self.login_manager.request_loader(self._load_user)
         self.login_manager.unauthorized_handler(self._unauthorized)
@@ -197,12 +211,20 @@ class ResourceServer:
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             g.authsvc_problem = Code.INVALID_TOKEN
             return None
+        auth_time, acr = claims.get("auth_time"), claims.get("acr")
+        if (auth_time is not None and type(auth_time) is not int) or (
+            acr is not None and not isinstance(acr, str)
+        ):
+            g.authsvc_problem = Code.INVALID_TOKEN
+            return None
         return TokenUser(
             id=str(claims["sub"]),
             username=claims.get("preferred_username"),
             roles=tuple(roles),
             session_id=str(claims["sid"]),
             token=token,
+            auth_time=auth_time,
+            acr=acr,
         )
 
     def _unauthorized(self) -> Response:
@@ -228,6 +250,43 @@ class ResourceServer:
 def roles_required(*roles: str) -> Callable[[View], View]:
     """Guard a view: a valid token whose ``roles`` include every one of ``roles``."""
     return roles_guard(roles, _insufficient_scope)
+
+
+def fresh_login_required(
+    max_age: int | None = None, acr: str | None = None
+) -> Callable[[View], View]:
+    """Guard a view: a valid token whose user authenticated at most ``max_age`` ago.
+
+    The same rule as authsvc's own: ``max_age`` defaults to the server's
+    ``fresh_auth_max_age``; ``acr="aal2"`` asks for a second factor too. A stale
+    token gets 401 ``insufficient_user_authentication`` with the RFC 9470
+    challenge (``max_age``, and ``acr_values`` when a second factor is needed),
+    checked from the token's claims alone.
+    """
+    guard = freshness_guard(
+        max_age,
+        acr,
+        now=lambda: _server().clock(),
+        default_max_age=lambda: _server().fresh_auth_max_age,
+        refuse=_step_up,
+    )
+
+    def decorator(view: View) -> View:
+        return cast(View, login_required(guard(view)))
+
+    return decorator
+
+
+def _server() -> ResourceServer:
+    server: ResourceServer = current_app.extensions["authsvc.resource"]
+    return server
+
+
+def _step_up(problem: AuthFailed) -> Response:
+    code = Code.INSUFFICIENT_USER_AUTHENTICATION
+    return problem_response(
+        AuthFailed(code, problem.challenge, _detail(code), members=problem.members)
+    )
 
 
 def _insufficient_scope() -> Response:

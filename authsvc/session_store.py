@@ -14,6 +14,7 @@ from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    JSON,
     Insert,
     Integer,
     Select,
@@ -135,6 +136,12 @@ def _statements() -> _Statements:
             sessions.c.id.label("session_id"),
             sessions.c.revoked_at,
             sessions.c.expires_at.label("ends_at"),
+            # Null only for a session the version before opened: its login.
+            func.coalesce(sessions.c.auth_time, sessions.c.created_at).label(
+                "auth_time"
+            ),
+            sessions.c.acr,
+            sessions.c.amr,
             User.id.label("user_id"),
             User.username,
             User.roles,
@@ -161,6 +168,9 @@ def _statements() -> _Statements:
             bindparam("ends_at", type_=UTCDateTime),
             bindparam("user_agent", type_=String),
             bindparam("ip_address", type_=String),
+            bindparam("auth_time", type_=UTCDateTime),
+            bindparam("acr", type_=String),
+            bindparam("amr", type_=JSON),
         )
         .where(
             users.c.id == bindparam("user_id", type_=Uuid),
@@ -178,6 +188,9 @@ def _statements() -> _Statements:
             "expires_at",
             "user_agent",
             "ip_address",
+            "auth_time",
+            "acr",
+            "amr",
         ],
         opening,
     )

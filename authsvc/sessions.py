@@ -73,6 +73,21 @@ class IssuedTokens:
 
 
 @dataclass(frozen=True)
+class Assurance:
+    """How a user proved who they are: RFC 9068's ``acr`` and ``amr`` claims."""
+
+    acr: str
+    #: RFC 8176 method names.
+    amr: tuple[str, ...]
+
+
+#: A password alone.
+PASSWORD = Assurance("aal1", ("pwd",))
+#: A password and a one-time code (TOTP or recovery code).
+SECOND_FACTOR = Assurance("aal2", ("pwd", "otp", "mfa"))
+
+
+@dataclass(frozen=True)
 class Grant:
     """Whom a session's tokens are for: all that issuing them needs to know."""
 
@@ -82,6 +97,9 @@ class Grant:
     session_id: uuid.UUID
     #: The session's absolute end, which no token outlives.
     ends_at: datetime
+    #: When and how the user last authenticated in the session.
+    auth_time: datetime
+    assurance: Assurance
 
 
 class Account(Protocol):
@@ -94,13 +112,16 @@ class Account(Protocol):
     account_version: int
 
 
-def open_session(user: Account, client: Client) -> IssuedTokens:
+def open_session(
+    user: Account, client: Client, assurance: Assurance = PASSWORD
+) -> IssuedTokens:
     """Start a session for ``user`` and issue its first tokens.
 
-    The session is opened only if the user is still active and still at the
-    ``account_version`` read when their credentials were checked: a password
-    change, a disabling or a deletion that raced the login leaves no session
-    behind, and the login fails as ``invalid_credentials``.
+    ``assurance`` says how the user authenticated, now. The session is opened
+    only if the user is still active and still at the ``account_version`` read
+    when their credentials were checked: a password change, a disabling or a
+    deletion that raced the login leaves no session behind, and the login fails
+    as ``invalid_credentials``.
     """
     now = clock.now()
     grant = Grant(
@@ -109,6 +130,8 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         list(user.roles),
         uuid.uuid4(),
         now + timedelta(seconds=current_app.config["SESSION_TTL"]),
+        now,
+        assurance,
     )
     refresh_token = new_opaque_token()
     params: dict[str, Any] = {
@@ -121,6 +144,9 @@ def open_session(user: Account, client: Client) -> IssuedTokens:
         "ip_address": client.ip_address,
         "token_hash": hash_opaque_token(refresh_token),
         "expires_at": _refresh_token_expiry(grant, now),
+        "auth_time": now,
+        "acr": assurance.acr,
+        "amr": list(assurance.amr),
     }
     if not session_store.start(params):
         audit.record("login_failed", user_id=user.id)
@@ -145,7 +171,13 @@ def refresh(refresh_token: str) -> IssuedTokens:
     if found is None:
         raise Problem(Code.INVALID_REFRESH_TOKEN)
     grant = Grant(
-        found.user_id, found.username, found.roles, found.session_id, found.ends_at
+        found.user_id,
+        found.username,
+        found.roles,
+        found.session_id,
+        found.ends_at,
+        found.auth_time,
+        Assurance(found.acr, tuple(found.amr)),
     )
     # None when no key is stored yet: the ring makes the first as it loads.
     key_version = found.key_version or 0
@@ -195,6 +227,27 @@ def _issue(
     now: datetime,
     key_version: int | None = None,
 ) -> IssuedTokens:
+    access = _access_token(grant, now, key_version)
+    return IssuedTokens(
+        access_token=access.access_token,
+        expires_in=access.expires_in,
+        refresh_token=refresh_token,
+        refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
+        session_id=str(grant.session_id),
+    )
+
+
+@dataclass(frozen=True)
+class IssuedAccess:
+    """An access token alone, as a reauthentication hands it back."""
+
+    access_token: str
+    expires_in: int
+
+
+def _access_token(
+    grant: Grant, now: datetime, key_version: int | None = None
+) -> IssuedAccess:
     issued_at = int(now.timestamp())
     ttl = current_app.config["ACCESS_TOKEN_TTL"]
     expires_at = min(issued_at + ttl, int(grant.ends_at.timestamp()))
@@ -206,13 +259,64 @@ def _issue(
         issued_at=issued_at,
         expires_at=expires_at,
         key_version=key_version,
+        auth_time=int(grant.auth_time.timestamp()),
+        acr=grant.assurance.acr,
+        amr=grant.assurance.amr,
     )
-    return IssuedTokens(
-        access_token=access_token,
-        expires_in=expires_at - issued_at,
-        refresh_token=refresh_token,
-        refresh_expires_in=max(0, int((refresh_expires_at - now).total_seconds())),
-        session_id=str(grant.session_id),
+    return IssuedAccess(access_token, expires_at - issued_at)
+
+
+def reauthenticated(principal: Principal, assurance: Assurance) -> IssuedAccess:
+    """Record that the caller just authenticated again; a fresh access token.
+
+    The session's ``auth_time`` becomes now, and its later refreshes carry it;
+    its refresh token stays as it is. A session revoked or ended meanwhile
+    issues nothing (``token_revoked``).
+    """
+    now = clock.now()
+    session_id = uuid.UUID(principal.session_id)
+    db = get_session()
+    ends_at = db.scalar(
+        update(AuthSession)
+        .where(
+            AuthSession.id == session_id,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+        .values(auth_time=now, acr=assurance.acr, amr=list(assurance.amr))
+        .returning(AuthSession.expires_at)
+    )
+    db.commit()
+    if ends_at is None:
+        raise Problem(Code.TOKEN_REVOKED)
+    grant = Grant(
+        uuid.UUID(principal.id),
+        principal.username,
+        list(principal.roles),
+        session_id,
+        ends_at,
+        now,
+        assurance,
+    )
+    audit.record(
+        "reauthenticated",
+        user_id=principal.id,
+        session_id=principal.session_id,
+        acr=assurance.acr,
+    )
+    return _access_token(grant, now)
+
+
+def raise_assurance(session_id: uuid.UUID, assurance: Assurance) -> None:
+    """Count the session as authenticated at ``assurance`` from its next token on.
+
+    Uncommitted: it belongs to the caller's change (a factor turned on).
+    """
+    get_session().execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id)
+        .values(acr=assurance.acr, amr=list(assurance.amr))
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -68,13 +68,19 @@ class Rule:
     #: The error code of the failure that keeps its slots (any other outcome gives
     #: them back), or ``None`` when every attempt counts, whatever its outcome.
     kept_on: Code | None
+    #: Further failures that keep their slots too.
+    also_kept_on: frozenset[Code] = frozenset()
 
 
 RULES: dict[Kind, Rule] = {
     # Failed logins per account and per address; past the limit even the right
     # password is refused, so a guess cannot tell.
     Kind.LOGIN: Rule(
-        "LOGIN_RATE_LIMIT", (_account, _address), Code.INVALID_CREDENTIALS
+        "LOGIN_RATE_LIMIT",
+        (_account, _address),
+        Code.INVALID_CREDENTIALS,
+        # A wrong code of the second factor is a failed login of its account.
+        also_kept_on=frozenset({Code.INVALID_MFA_CODE}),
     ),
     # Guessing the introspection credential is held back like guessing a password.
     Kind.INTROSPECTION: Rule("LOGIN_RATE_LIMIT", (_address,), Code.INVALID_TOKEN),
@@ -93,11 +99,16 @@ class Attempt:
     """
 
     def __init__(
-        self, counters: Counters, reserved: list[str], kept_on: Code | None
+        self,
+        counters: Counters,
+        reserved: list[str],
+        kept_on: Code | None,
+        also_kept_on: frozenset[Code] = frozenset(),
     ) -> None:
         self._counters = counters
         self._reserved = reserved
         self._kept_on = kept_on
+        self._also_kept_on = also_kept_on
 
     def __enter__(self) -> Attempt:
         return self
@@ -110,7 +121,9 @@ class Attempt:
     ) -> None:
         if self._kept_on is None:
             return
-        if isinstance(exc, Problem) and exc.code == self._kept_on:
+        if isinstance(exc, Problem) and (
+            exc.code == self._kept_on or exc.code in self._also_kept_on
+        ):
             return
         _release(self._counters, self._reserved)
 
@@ -138,7 +151,7 @@ class Throttle:
             for counter, key in zip(rule.counters, keys, strict=True)
         ]
         reserved = self._reserve(names, self.limits[kind])
-        return Attempt(self.counters, reserved, rule.kept_on)
+        return Attempt(self.counters, reserved, rule.kept_on, rule.also_kept_on)
 
     def _reserve(
         self, keys: Sequence[str], limits: Sequence[RateLimitItem]

@@ -56,6 +56,11 @@ class AccessClaims:
     roles: tuple[str, ...]
     #: ``nbf``, when the token carries one.
     not_before: int | None = None
+    #: RFC 9068 section 2.2.1: when the user last authenticated in the session,
+    #: at what level (``acr``) and how (``amr``); ``None`` in a token without them.
+    auth_time: int | None = None
+    acr: str | None = None
+    amr: tuple[str, ...] | None = None
 
 
 def derive_key(secret: str, purpose: str) -> bytes:
@@ -82,6 +87,9 @@ def encode_access_token(
     issued_at: int,
     expires_at: int,
     username: str | None = None,
+    auth_time: int | None = None,
+    acr: str | None = None,
+    amr: Sequence[str] | None = None,
 ) -> str:
     """Sign an RFC 9068 access token."""
     claims: dict[str, object] = {
@@ -97,6 +105,12 @@ def encode_access_token(
     if username is not None:
         # OpenID Connect's name for it, so resource servers can greet the user.
         claims["preferred_username"] = username
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
+    if acr is not None:
+        claims["acr"] = acr
+    if amr is not None:
+        claims["amr"] = list(amr)
     headers = {"typ": ACCESS_TOKEN_TYPE, "kid": kid}
     return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
@@ -202,7 +216,27 @@ def _checked_claims(payload: dict[str, Any]) -> AccessClaims:
         raise TokenError("malformed time claims")
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise TokenError("malformed roles")
-    return AccessClaims(sub, sid, jti, issued_at, expires_at, tuple(roles), not_before)
+    auth_time, acr, amr = (payload.get(name) for name in ("auth_time", "acr", "amr"))
+    if "auth_time" in payload and type(auth_time) is not int:
+        raise TokenError("malformed time claims")
+    if "acr" in payload and not isinstance(acr, str):
+        raise TokenError("malformed acr")
+    if "amr" in payload and not (
+        isinstance(amr, list) and all(isinstance(method, str) for method in amr)
+    ):
+        raise TokenError("malformed amr")
+    return AccessClaims(
+        sub,
+        sid,
+        jti,
+        issued_at,
+        expires_at,
+        tuple(roles),
+        not_before,
+        auth_time=auth_time,
+        acr=acr,
+        amr=tuple(amr) if amr is not None else None,
+    )
 
 
 def new_opaque_token() -> str:
@@ -230,3 +264,12 @@ def hash_opaque_token(token: str, key: bytes | None = None) -> str:
     if key is not None:
         return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def keyed_hash(key: bytes, value: str) -> str:
+    """The stored form of a short secret (a code): HMAC-SHA256 under ``key``.
+
+    Unlike a plain hash, it cannot be searched by trying every short code
+    without the key, which never leaves the service's memory.
+    """
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()

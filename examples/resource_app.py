@@ -8,9 +8,11 @@ and call it with an access token from ``POST /login``::
 
     curl -s http://127.0.0.1:5000/hello -H "Authorization: Bearer $ACCESS"
 
-``/hello`` needs any valid token, ``/reports`` the role ``reporter``, and
+``/hello`` needs any valid token, ``/reports`` the role ``reporter``,
 ``/transfer`` asks authsvc's ``/introspect`` on every call, so a logout is seen
-at once (set ``AUTHSVC_INTROSPECTION_SECRET`` to the same value on both sides).
+at once (set ``AUTHSVC_INTROSPECTION_SECRET`` to the same value on both sides),
+and ``/payouts`` needs a token whose user logged in (or reauthenticated at
+authsvc's ``POST /reauthenticate``) within the last five minutes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 from flask import Flask
 from flask_login import current_user, login_required
 
-from authsvc.resource import ResourceServer, roles_required
+from authsvc.resource import ResourceServer, fresh_login_required, roles_required
 
 AUTHSVC_URL = os.environ.get("AUTHSVC_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -54,3 +56,10 @@ def reports() -> dict[str, object]:
 def transfer() -> dict[str, object]:
     """A sensitive action: the token's session must still be live right now."""
     return {"transferred": True, "session": current_user.session_id}
+
+
+@app.post("/payouts")
+@fresh_login_required(max_age=300)
+def payouts() -> dict[str, object]:
+    """A step-up action: a stale token is sent back to authenticate again."""
+    return {"paid": True, "auth_time": current_user.auth_time}

@@ -70,8 +70,13 @@ def test_access_token_header_and_claims(app, tokens):
         "exp",
         "roles",
         "preferred_username",
+        "auth_time",
+        "acr",
+        "amr",
     }
     assert claims["preferred_username"] == "alice"
+    assert claims["auth_time"] == claims["iat"]
+    assert (claims["acr"], claims["amr"]) == ("aal1", ["pwd"])
     assert (claims["iss"], claims["aud"]) == ("authsvc", "authsvc")
     assert claims["sid"] == tokens["session_id"]
     assert claims["exp"] - claims["iat"] == 900

@@ -60,12 +60,15 @@ def test_the_document_names_the_protected_operations(app):
     # If this list changes, the tests below cover the new operation by themselves.
     assert protected_operations(app) == [
         ("DELETE", "/admin/users/x"),
+        ("DELETE", "/admin/users/x/mfa"),
         ("DELETE", "/admin/users/x/sessions"),
         ("DELETE", "/me"),
+        ("DELETE", "/me/mfa"),
         ("DELETE", "/sessions/x"),
         ("GET", "/admin/users"),
         ("GET", "/admin/users/x"),
         ("GET", "/me"),
+        ("GET", "/me/mfa"),
         ("GET", "/sessions"),
         ("PATCH", "/admin/users/x"),
         ("POST", "/introspect"),
@@ -73,7 +76,11 @@ def test_the_document_names_the_protected_operations(app):
         ("POST", "/me/email"),
         ("POST", "/me/email/confirm"),
         ("POST", "/me/email/verify"),
+        ("POST", "/me/mfa/recovery-codes"),
+        ("POST", "/me/mfa/totp"),
+        ("POST", "/me/mfa/totp/confirm"),
         ("POST", "/me/password"),
+        ("POST", "/reauthenticate"),
     ]
 
 

@@ -24,6 +24,9 @@ from helpers import (
 FORM = "application/x-www-form-urlencoded"
 INTROSPECTION_SECRET = "introspection-credential-" + "z" * 24
 TOKEN_KEYS = {
+    "auth_time",
+    "acr",
+    "amr",
     "active",
     "sub",
     "sid",
@@ -138,6 +141,9 @@ def test_introspection_of_a_live_access_token(inspector, client, runner, clock, 
         "aud": "authsvc",
         "jti": claims_of(token)["jti"],
         "token_type": "access_token",
+        "auth_time": now,
+        "acr": "aal1",
+        "amr": ["pwd"],
     }
 
 

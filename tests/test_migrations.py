@@ -23,7 +23,7 @@ from sqlalchemy import (
     table,
 )
 
-from authsvc import create_app
+from authsvc import create_app, session_store
 from authsvc.db import UTCDateTime, get_db, get_session
 from authsvc.migrations import (
     alembic_config,
@@ -38,6 +38,8 @@ from authsvc.models import AuthSession
 STORED_LAST_USE = "2d8e6f0b4c17"
 #: The revision before usernames had a confusable skeleton.
 NO_SKELETON = "6f2a9d41c3e8"
+#: The revision before sessions remembered how they were authenticated.
+NO_AUTH_TIME = "d5e1c9a3b717"
 
 TABLES = {
     "alembic_version",
@@ -48,6 +50,9 @@ TABLES = {
     "signing_keys",
     "one_time_codes",
     "mail_outbox",
+    "mfa_factors",
+    "mfa_recovery_codes",
+    "mfa_tokens",
 }
 
 
@@ -272,3 +277,38 @@ def test_downgrade_drops_the_skeleton(fresh_app):
     assert "username_skeleton" not in columns
     upgrade(fresh_app)
     assert skeletons(fresh_app) == {"ada": "ada"}
+
+
+def test_upgrade_fills_in_how_existing_sessions_were_authenticated(fresh_app):
+    upgrade(fresh_app, NO_AUTH_TIME)
+    session_id = seed_session(fresh_app, stored_last_use=REFRESHED)
+    upgrade(fresh_app)
+    with fresh_app.app_context():
+        session = get_session().get(AuthSession, session_id)
+        assert (session.auth_time, session.acr, session.amr) == (
+            LOGGED_IN,
+            "aal1",
+            ["pwd"],
+        )
+
+
+def test_a_session_the_version_before_opens_reads_its_login_as_auth_time(fresh_app):
+    upgrade(fresh_app)
+    # Inserted as the version before does, while instances are rolled.
+    seed_session(fresh_app, stored_last_use=LOGGED_IN)
+    with fresh_app.app_context():
+        found = session_store.find("b" * 64, "RS256")
+        assert (found.auth_time, found.acr, found.amr) == (LOGGED_IN, "aal1", ["pwd"])
+
+
+def test_downgrade_drops_the_second_factor(fresh_app):
+    upgrade(fresh_app)
+    seed_session(fresh_app, stored_last_use=LOGGED_IN)
+    downgrade(fresh_app, NO_AUTH_TIME)
+    assert not table_names(fresh_app) & {"mfa_factors", "mfa_recovery_codes"}
+    with fresh_app.app_context():
+        engine = get_db().engine
+        columns = {c["name"] for c in inspect(engine).get_columns("sessions")}
+        assert not columns & {"auth_time", "acr", "amr"}
+        with engine.connect() as connection:
+            assert len(connection.execute(refresh_tokens.select()).all()) == 2

@@ -46,6 +46,13 @@ def test_every_contract_path_is_documented():
         "/me": {"get"},
         "/users": {"post"},
         "/health": {"get"},
+        "/me/mfa": {"get", "delete"},
+        "/me/mfa/totp": {"post"},
+        "/me/mfa/totp/confirm": {"post"},
+        "/me/mfa/recovery-codes": {"post"},
+        "/login/mfa": {"post"},
+        "/reauthenticate": {"post"},
+        "/admin/users/{user_id}/mfa": {"delete"},
     }
     for path, methods in expected.items():
         assert methods <= paths[path].keys(), path
@@ -76,3 +83,27 @@ def test_docs_page_is_served(client):
     response = client.get("/docs")
     assert response.status_code == 200
     assert "swagger" in response.get_data(as_text=True).lower()
+
+
+def test_the_mfa_required_problem_and_the_challenges_are_documented():
+    document = json.loads(COMMITTED.read_text())
+    definitions = document["definitions"]
+    assert {"mfa_token", "mfa_expires_in"} <= definitions["MfaRequiredProblem"][
+        "properties"
+    ].keys()
+    assert {"max_age", "acr_values"} <= definitions["StepUpProblem"][
+        "properties"
+    ].keys()
+    login = document["paths"]["/login"]["post"]["responses"]["401"]
+    assert "`mfa_required`" in login["description"]
+    assert login["schema"]["$ref"] == "#/definitions/MfaRequiredProblem"
+    for path, method in [
+        ("/reauthenticate", "post"),
+        ("/admin/users/{user_id}", "patch"),
+        ("/admin/users/{user_id}", "delete"),
+        ("/admin/users/{user_id}/sessions", "delete"),
+        ("/admin/users/{user_id}/mfa", "delete"),
+    ]:
+        stale = document["paths"][path][method]["responses"]["401"]
+        assert "`insufficient_user_authentication`" in stale["description"], path
+        assert stale["schema"]["$ref"] == "#/definitions/StepUpProblem", path

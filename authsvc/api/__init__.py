@@ -13,8 +13,8 @@ from flask_restx import Api
 from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
-from . import admin, health, recovery, sessions, tokens, users
-from .schemas import problem_model, user_model
+from . import admin, health, mfa, recovery, sessions, tokens, users
+from .schemas import mfa_required_model, problem_model, step_up_model, user_model
 
 AUTHORIZATIONS = {
     "bearer": {
@@ -126,9 +126,9 @@ def create_api(app: Flask) -> Api:
     )
     api.init_app(blueprint, add_specs=docs)
     blueprint.after_request(protect_docs)
-    for model in (problem_model, user_model):
+    for model in (problem_model, user_model, mfa_required_model, step_up_model):
         api.models[model.name] = model
-    for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns):
+    for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns, mfa.ns):
         api.add_namespace(namespace)
     api.add_namespace(recovery.ns)
     app.register_blueprint(blueprint)

@@ -7,10 +7,11 @@ from typing import Any, ClassVar
 from flask import Response
 from flask_restx import Namespace, Resource, fields
 
-from .. import accounts, admin, sessions
+from .. import accounts, admin, mfa, sessions
 from ..bearer import roles_required
 from ..clock import iso
 from ..errors import Code
+from ..freshness import fresh_login_required
 from ..models import User
 from ..users import find_user
 from .payload import read_int_arg, read_json, read_text_arg
@@ -19,8 +20,10 @@ from .schemas import (
     TEXT_PATTERN,
     no_content,
     problem_responses,
+    step_up_model,
     user_json,
     user_model,
+    with_401_model,
 )
 
 ns = Namespace("admin", description="User administration; needs the role `admin`.")
@@ -28,6 +31,15 @@ ns = Namespace("admin", description="User administration; needs the role `admin`
 #: ``accounts.ROLE_PATTERN``, anchored as JSON Schema patterns must be.
 ROLE_PATTERN = rf"^{accounts.ROLE_PATTERN.pattern}$"
 ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, Code.INSUFFICIENT_SCOPE)
+#: What an administrator's change may answer besides: it needs a fresh token.
+CHANGE_ERRORS = (*ADMIN_ERRORS, Code.INSUFFICIENT_USER_AUTHENTICATION)
+
+
+def change_responses(*codes: Code) -> dict[str, Any]:
+    """The documented errors of a change, its 401s with the RFC 9470 members."""
+    return with_401_model(problem_responses(*CHANGE_ERRORS, *codes), step_up_model)
+
+
 MAX_PER_PAGE = 100
 MAX_PAGE = 1_000_000
 
@@ -129,14 +141,14 @@ class AdminUser(AdminResource):
     @ns.response(200, "The changed user.", admin_user_model)
     @ns.doc(
         security="bearer",
-        responses=problem_responses(
+        responses=change_responses(
             Code.VALIDATION_ERROR,
-            *ADMIN_ERRORS,
             Code.NOT_FOUND,
             Code.LAST_ADMIN,
             Code.UNSUPPORTED_MEDIA_TYPE,
         ),
     )
+    @fresh_login_required()
     def patch(self, user_id: str) -> dict[str, Any]:
         """Enable, disable or re-role a user; either change ends their sessions.
 
@@ -152,8 +164,9 @@ class AdminUser(AdminResource):
     @ns.response(204, "The user and all their sessions are gone.")
     @ns.doc(
         security="bearer",
-        responses=problem_responses(*ADMIN_ERRORS, Code.NOT_FOUND, Code.LAST_ADMIN),
+        responses=change_responses(Code.NOT_FOUND, Code.LAST_ADMIN),
     )
+    @fresh_login_required()
     def delete(self, user_id: str) -> Response:
         """Delete a user; never the last active administrator."""
         accounts.delete_user(find_user(user_id))
@@ -166,11 +179,27 @@ class AdminUserSessions(AdminResource):
     """A user's sessions."""
 
     @ns.response(204, "Every session of the user is revoked.")
-    @ns.doc(
-        security="bearer", responses=problem_responses(*ADMIN_ERRORS, Code.NOT_FOUND)
-    )
+    @ns.doc(security="bearer", responses=change_responses(Code.NOT_FOUND))
+    @fresh_login_required()
     def delete(self, user_id: str) -> Response:
         """Log a user out everywhere."""
         user = find_user(user_id)
         sessions.revoke_user_sessions(user.id, reason="admin")
+        return no_content()
+
+
+@ns.route("/users/<string:user_id>/mfa")
+@ns.param("user_id", "The user's id.")
+class AdminUserFactor(AdminResource):
+    """A user's second factor."""
+
+    @ns.response(204, "The factor is off; every session of the user is revoked.")
+    @ns.doc(
+        security="bearer",
+        responses=change_responses(Code.NOT_FOUND, Code.MFA_NOT_ENABLED),
+    )
+    @fresh_login_required()
+    def delete(self, user_id: str) -> Response:
+        """Turn a user's second factor off (a lost phone); they log in afresh."""
+        mfa.reset(find_user(user_id))
         return no_content()

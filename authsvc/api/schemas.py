@@ -80,6 +80,37 @@ problem_model = Model(
     },
 )
 
+#: The problem of a right password that needs the second factor (``/login``).
+mfa_required_model = Model.clone(
+    "MfaRequiredProblem",
+    problem_model,
+    {
+        "mfa_token": fields.String(
+            description="With `mfa_required`: opaque, single use; send it to "
+            "POST /login/mfa with a code."
+        ),
+        "mfa_expires_in": fields.Integer(
+            description="With `mfa_required`: seconds the `mfa_token` lives."
+        ),
+    },
+)
+#: The problem of a token whose authentication is too old or weak (RFC 9470).
+step_up_model = Model.clone(
+    "StepUpProblem",
+    problem_model,
+    {
+        "max_age": fields.Integer(
+            description="With `insufficient_user_authentication`: the most seconds "
+            "since the last authentication the endpoint accepts."
+        ),
+        "acr_values": fields.String(
+            enum=["aal2"],
+            description="With `insufficient_user_authentication`, when a second "
+            "factor is needed: the level to reach.",
+        ),
+    },
+)
+
 user_model = Model(
     "User",
     {
@@ -158,6 +189,14 @@ def user_json(user: UserView) -> dict[str, Any]:
         "mfa_enabled": user.mfa_enabled,
         "created_at": iso(user.created_at),
     }
+
+
+def with_401_model(
+    responses: dict[str, tuple[str, Model]], model: Model
+) -> dict[str, tuple[str, Model]]:
+    """``responses`` with the 401s documented by ``model`` (their extra members)."""
+    description, _ = responses["401"]
+    return {**responses, "401": (description, model)}
 
 
 def no_content() -> Response:

@@ -19,8 +19,10 @@ from .schemas import (
     AUTHENTICATION_ERRORS,
     TEXT_PATTERN,
     NullableString,
+    mfa_required_model,
     no_content,
     problem_responses,
+    with_401_model,
 )
 
 ns = Namespace("sessions", description="Log in, refresh and log out.", path="/")
@@ -115,11 +117,15 @@ class Login(Resource):
     @ns.expect(login_model)
     @ns.response(200, "Logged in: a new session.", tokens_model)
     @ns.doc(
-        responses=problem_responses(
-            Code.VALIDATION_ERROR,
-            Code.INVALID_CREDENTIALS,
-            Code.UNSUPPORTED_MEDIA_TYPE,
-            Code.RATE_LIMITED,
+        responses=with_401_model(
+            problem_responses(
+                Code.VALIDATION_ERROR,
+                Code.INVALID_CREDENTIALS,
+                Code.MFA_REQUIRED,
+                Code.UNSUPPORTED_MEDIA_TYPE,
+                Code.RATE_LIMITED,
+            ),
+            mfa_required_model,
         )
     )
     def post(self) -> tuple[dict[str, Any], int, dict]:
