@@ -17,6 +17,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         auth,
         cli,
         db,
+        demo,
         edge,
         errors,
         keys,
@@ -45,5 +46,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     edge.init_app(app)
     api.init_app(app)
+    demo.init_app(app)
     cli.init_app(app)
     return app

@@ -195,7 +195,16 @@ SETTINGS: dict[str, Setting] = {
     "ARGON2_MEMORY_COST": Setting(19456, _integer(8)),
     #: Argon2id lanes.
     "ARGON2_PARALLELISM": Setting(1, _integer(1)),
+    # Browser apps and reverse proxies.
+    #: Let a browser client take its refresh token in an HttpOnly cookie; unset
+    #: means on in development only.
+    "REFRESH_COOKIE": Setting(None, _boolean),
+    #: Serve the demo single-page app at ``/demo/``; unset means on in development.
+    "DEMO_SPA": Setting(None, _boolean),
 }
+
+#: Settings that default to on in development and off in production.
+DEVELOPMENT_ONLY = ("DOCS", "REFRESH_COOKIE", "DEMO_SPA")
 
 
 def load_config(
@@ -227,8 +236,9 @@ def load_config(
     if config["DATABASE_URL"] is None:
         database = Path(config["INSTANCE_PATH"]) / "authsvc.db"
         config["DATABASE_URL"] = f"sqlite:///{database}"
-    if config["DOCS"] is None:
-        config["DOCS"] = config["ENV"] == "development"
+    for name in DEVELOPMENT_ONLY:
+        if config[name] is None:
+            config[name] = config["ENV"] == "development"
     if config["ENV"] == "production":
         _check_production(config)
     config["UPGRADE_PENDING"] = environ.get(UPGRADE_PENDING_ENV) == "1"

@@ -50,6 +50,8 @@ class Code(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     INTERNAL_ERROR = "internal_error"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    # Browser apps: the refresh cookie.
+    CSRF_FAILED = "csrf_failed"
 
 
 #: code -> (status, detail shown when the raiser gives none). A ``Code`` hashes
@@ -79,6 +81,12 @@ CODES: dict[Code, tuple[int, str]] = {
     Code.HEADERS_TOO_LARGE: (431, "A request header is too large."),
     Code.INTERNAL_ERROR: (500, "The server failed to handle the request."),
     Code.SERVICE_UNAVAILABLE: (503, "The service is temporarily unavailable."),
+    # Browser apps: the refresh cookie.
+    Code.CSRF_FAILED: (
+        403,
+        "A request that relies on the refresh cookie needs the X-Authsvc-CSRF "
+        "header and an allowed Origin.",
+    ),
 }
 if set(CODES) != set(Code):
     # A code without its row would fail at its first raise: fail at import instead.

@@ -13,7 +13,7 @@ from flask_restx import Api
 from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
-from . import admin, health, sessions, tokens, users
+from . import admin, forward, health, sessions, tokens, users
 from .schemas import problem_model, user_model
 
 AUTHORIZATIONS = {
@@ -125,7 +125,15 @@ def create_api(app: Flask) -> Api:
     blueprint.after_request(protect_docs)
     for model in (problem_model, user_model):
         api.models[model.name] = model
-    for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns):
+    for namespace in (
+        sessions.ns,
+        users.ns,
+        admin.ns,
+        tokens.ns,
+        health.ns,
+        # Browser apps and reverse proxies.
+        forward.ns,
+    ):
         api.add_namespace(namespace)
     app.register_blueprint(blueprint)
     return api
