@@ -358,3 +358,21 @@ def test_other_origins_get_no_cors_answer_with_credentials(make_app, origin):
 def test_without_configured_origins_nothing_is_allowed_cross_origin(client):
     response = preflight(client, ORIGIN)
     assert not [name for name, _ in response.headers if name.startswith("Access-")]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * 60_000,
+        '"quoted"',
+        "%00%00",
+        "Zm9v\\u0000",
+        "ünïcode",
+    ],
+    ids=["huge", "quoted", "nul-escaped", "backslash", "non-ascii"],
+)
+def test_a_hostile_cookie_is_refused_and_cleared(browser, value):
+    headers = {"Cookie": f"{COOKIE}={value}", **CSRF}
+    response = browser.post("/refresh", json={}, headers=headers)
+    problem(response, "invalid_refresh_token", 401)
+    assert response.headers.getlist("Set-Cookie") == [CLEARED]

@@ -27,6 +27,14 @@ COOKIE = "__Host-authsvc_refresh"
 TRANSPORT = "refresh_token_transport"
 #: The attributes of the cookie, in the order the contract writes them.
 ATTRIBUTES = "Path=/; Secure; HttpOnly; SameSite=Strict"
+#: How the OpenAPI document states the cookie an answer may set or clear.
+SET_COOKIE_DOC = {
+    "Set-Cookie": {
+        "type": "string",
+        "description": f"Only for the cookie transport: `{COOKIE}=<refresh token>; "
+        f"{ATTRIBUTES}; Max-Age=<refresh_expires_in>`, or `Max-Age=0` to clear it.",
+    }
+}
 
 
 def transport_field() -> fields.String:

@@ -131,6 +131,7 @@ class Login(Resource):
         "Logged in: a new session. With `refresh_token_transport: cookie`, no "
         "`refresh_token` member: it is set in the `__Host-authsvc_refresh` cookie.",
         tokens_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
     )
     @ns.doc(
         responses=problem_responses(
@@ -163,6 +164,7 @@ class Refresh(Resource):
         "A new access token and refresh token. From the cookie, the successor is "
         "set in the cookie and left out of the body.",
         tokens_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
     )
     @ns.doc(
         params={
@@ -205,7 +207,12 @@ class Logout(Resource):
     method_decorators: ClassVar = [bearer_required]
 
     @ns.expect(logout_model)
-    @ns.response(204, "The session is revoked.")
+    @ns.response(
+        204,
+        "The session is revoked; the refresh cookie, if the request carried it, is "
+        "cleared.",
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
         security="bearer",
         # No body at all is the same as ``{}``.

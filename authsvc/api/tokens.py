@@ -128,6 +128,7 @@ class Revoke(Resource):
         "Done, whether or not the token was known; the refresh cookie, if the "
         "request carried it, is cleared.",
         empty_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
     )
     @ns.doc(
         consumes=["application/x-www-form-urlencoded", "application/json"],
