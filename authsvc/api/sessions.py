@@ -94,7 +94,10 @@ tokens_model = ns.model(
         "access_token": fields.String(required=True, description="JWT, `at+jwt`."),
         "token_type": fields.String(required=True, enum=["Bearer"]),
         "expires_in": fields.Integer(required=True, description="Seconds."),
-        "refresh_token": fields.String(required=True, description="Opaque."),
+        "refresh_token": fields.String(
+            description="Opaque; absent with the cookie transport, which sets it in "
+            "the `__Host-authsvc_refresh` cookie instead."
+        ),
         "refresh_expires_in": fields.Integer(required=True, description="Seconds."),
         "session_id": fields.String(required=True),
     },
