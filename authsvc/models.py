@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     Uuid,
+    false,
     func,
     select,
 )
@@ -51,6 +52,14 @@ class User(Base):
     #: enabled state, roles). A login opens its session only if the version it
     #: read is still the user's, so no session outlives a change it raced.
     account_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The owner proved they read ``email``; a new or changed address starts false.
+    email_verified: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
+    #: A second factor is on: a right password alone opens no session.
+    mfa_enabled: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
 
     sessions: Mapped[list[AuthSession]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True

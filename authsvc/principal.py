@@ -29,7 +29,9 @@ class Principal(UserMixin):
     id: str
     username: str
     email: str | None
+    email_verified: bool
     roles: list[str]
+    mfa_enabled: bool
     created_at: datetime
     session_id: str
 
@@ -54,7 +56,9 @@ def load_principal(claims: AccessClaims) -> Principal:
         id=claims.subject,
         username=row.username,
         email=row.email,
+        email_verified=row.email_verified,
         roles=list(row.roles),
+        mfa_enabled=row.mfa_enabled,
         created_at=row.created_at,
         session_id=claims.session_id,
     )
@@ -68,7 +72,9 @@ def _principal_query() -> Select[*tuple[Any, ...]]:
         select(
             User.username,
             User.email,
+            User.email_verified,
             User.roles,
+            User.mfa_enabled,
             User.created_at,
             User.is_active,
             AuthSession.revoked_at,

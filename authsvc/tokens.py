@@ -20,6 +20,10 @@ from typing import Any
 import jwt
 
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type)
+#: RFC 9068 section 2.1: an access token's ``typ``, in either spelling. The
+#: companion checks the same set from ``bearer.py``: it may not import this module,
+#: nor this module Flask (a test holds the two equal).
+ACCESS_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, "application/at+jwt"})
 REQUIRED_CLAIMS = ("iss", "aud", "sub", "sid", "jti", "iat", "exp", "roles")
 #: Opaque tokens carry 256 bits from the operating system's CSPRNG.
 OPAQUE_TOKEN_BYTES = 32
@@ -160,7 +164,7 @@ def verify_signed_claims(
     except jwt.PyJWTError as exc:
         raise TokenError(str(exc)) from None
     header: dict[str, Any] = decoded["header"]
-    if str(header.get("typ", "")).lower() not in {"at+jwt", "application/at+jwt"}:
+    if str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
         raise TokenError("not an access token")
     if header.get("kid") != kid:
         raise TokenError("unknown key")

@@ -12,7 +12,15 @@ from sqlalchemy import select
 from authsvc.db import get_session
 from authsvc.models import User
 
-USER_KEYS = {"id", "username", "email", "roles", "created_at"}
+USER_KEYS = {
+    "id",
+    "username",
+    "email",
+    "email_verified",
+    "roles",
+    "mfa_enabled",
+    "created_at",
+}
 
 
 def test_register_returns_the_user(client):
@@ -25,7 +33,9 @@ def test_register_returns_the_user(client):
     assert body.keys() == USER_KEYS
     assert body["username"] == "alice"
     assert body["email"] == "alice@example.com"
+    assert body["email_verified"] is False
     assert body["roles"] == []
+    assert body["mfa_enabled"] is False
     assert re.fullmatch(r"[0-9a-f-]{36}", body["id"])
     assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
     assert response.headers["Cache-Control"] == "no-store"

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from authsvc import bearer, tokens
 from authsvc.tokens import (
     AccessClaims,
     TokenError,
@@ -175,6 +176,11 @@ def test_every_token_has_its_own_jti():
 @pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT"])
 def test_typ_is_compared_as_a_media_type(typ):
     assert decode(forge(headers={"typ": typ})).subject == "user-1"
+
+
+def test_the_service_and_the_companion_accept_the_same_typ():
+    # Written in two leaves that may not import each other (see tokens.py).
+    assert tokens.ACCESS_TOKEN_TYPES == bearer.ACCESS_TOKEN_TYPES
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,9 @@ DESCRIPTION = """\
 Token-based authentication: log in for a short-lived access token (a JWT) and a
 rotating refresh token, send `Authorization: Bearer <access token>`, refresh, log out.
 Every error is `application/problem+json` with a stable machine-readable `code`.
+Every text of a request is Unicode text: a NUL (which every text's `pattern` refuses)
+or a lone surrogate (`\\ud800` to `\\udfff` unpaired, not Unicode, RFC 7493) is
+400 `validation_error` under `body`.
 """
 
 
