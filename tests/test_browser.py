@@ -10,6 +10,7 @@ to each test's temporary folder.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Iterator
@@ -151,6 +152,8 @@ def shows_login(page: Page) -> None:
     """Wait until ``page`` shows the login form, and not the account."""
     page.locator("#login").wait_for(state="visible")
     assert page.is_hidden("#account")
+    assert page.is_visible("#password-form")
+    assert page.is_hidden("#mfa-form")
 
 
 def refresh_cookie(context: BrowserContext) -> dict:
@@ -361,3 +364,50 @@ def test_an_expired_access_token_is_refreshed_through_the_cookie(pages, user):
     assert len(expiries) == 1
     assert len(refreshes) == 2
     assert page.locator("#sessions li").count() == 1
+
+
+def test_the_second_factor_is_asked_for_when_the_service_wants_it(pages, user):
+    # The contract's answer for an account with a second factor, in front of the
+    # password login; the code's request then goes on as that login, so the
+    # session (and its cookie) is real.
+    challenge = {
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "A second factor is required.",
+        "code": "mfa_required",
+        "mfa_token": "mfa-token-of-the-test",
+        "mfa_expires_in": 300,
+    }
+    sent: list[dict] = []
+
+    def password(route) -> None:
+        route.fulfill(status=401, json=challenge)
+
+    def code(route) -> None:
+        sent.append(json.loads(route.request.post_data))
+        body = {"username": user, "password": PASSWORD}
+        body["refresh_token_transport"] = "cookie"
+        route.continue_(url=pages.url + "/login", post_data=json.dumps(body))
+
+    page = pages.open()
+    page.route("**/login", password)
+    page.route("**/login/mfa", code)
+    page.locator("#login").wait_for(state="visible")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#password-form button[type=submit]")
+    page.locator("#mfa-form").wait_for(state="visible")
+    assert page.is_hidden("#password-form")
+    pages.screenshot(page, "second-factor")
+    page.fill("input[name=code]", "123456")
+    page.click("#mfa-form button[type=submit]")
+    shows_user(page, user)
+    assert sent == [
+        {
+            "mfa_token": "mfa-token-of-the-test",
+            "code": "123456",
+            "refresh_token_transport": "cookie",
+        }
+    ]
+    assert refresh_cookie(pages.context)["httpOnly"] is True
