@@ -21,7 +21,13 @@ import pytest
 from conftest import BACKENDS, create_postgres_database, drop_postgres_database
 from helpers import PASSWORD, unique_name
 from live import FAST_HASHING, UNTHROTTLED, LiveServer, clean_env, serve_command
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 pytestmark = pytest.mark.live
 
@@ -208,19 +214,32 @@ def test_two_tabs_refreshing_at_once_both_stay_logged_in(pages, user):
     second, third = pages.open(), pages.open()
     shows_user(second, user)
     shows_user(third, user)
+    cookie = refresh_cookie(pages.context)["value"]
+    answers: list[int] = []
+    for page in (second, third):
+        page.on(
+            "response",
+            lambda response: (
+                response.url.endswith("/refresh") and answers.append(response.status)
+            ),
+        )
     # Both reload at the same moment: two refreshes with the same cookie.
-    second.evaluate("setTimeout(() => location.reload(), 0)")
-    third.evaluate("setTimeout(() => location.reload(), 0)")
-    second.wait_for_load_state()
-    third.wait_for_load_state()
+    with second.expect_navigation(), third.expect_navigation():
+        second.evaluate("setTimeout(() => location.reload(), 0)")
+        third.evaluate("setTimeout(() => location.reload(), 0)")
     for page in (second, third):
         shows_user(page, user)
         assert page.locator("#sessions li").count() == 1
-    # Neither refresh was taken for reuse: the session still refreshes.
+    assert answers == [200, 200]
+    # Both were handed the same successor, and it was not taken for reuse: the
+    # session refreshes on.
+    successor = refresh_cookie(pages.context)["value"]
+    assert successor != cookie
     second.reload()
     shows_user(second, user)
     third.reload()
     shows_user(third, user)
+    assert answers == [200, 200, 200, 200]
     pages.screenshot(third, "two-tabs")
 
 
@@ -250,7 +269,8 @@ def test_logging_out_another_device(pages, user, server):
     assert sessions.count() == 2
     other = sessions.filter(has_not_text="(this device)")
     other.locator("button").click()
-    page.wait_for_function("document.querySelectorAll('#sessions li').length === 1")
+    # A locator's wait, not a script's: the page's policy forbids eval.
+    expect(sessions).to_have_count(1)
     assert "(this device)" in sessions.first.text_content()
     refused = server.request("GET", "/me", token=elsewhere["access_token"])
     assert (refused.status, refused.code) == (401, "token_revoked")
