@@ -17,6 +17,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         auth,
         cli,
         db,
+        demo,
         edge,
         errors,
         keys,
@@ -47,5 +48,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     edge.init_app(app)
     mail_sender.init_app(app)
     api.init_app(app)
+    demo.init_app(app)
     cli.init_app(app)
     return app

@@ -247,7 +247,16 @@ SETTINGS: dict[str, Setting] = {
     "TOTP_ISSUER": Setting(None, _optional_text),
     #: Seconds since the last authentication within which a token is fresh.
     "FRESH_AUTH_MAX_AGE": Setting(300, _integer(0)),
+    # Browser apps and reverse proxies.
+    #: Let a browser client take its refresh token in an HttpOnly cookie; unset
+    #: means on in development only.
+    "REFRESH_COOKIE": Setting(None, _boolean),
+    #: Serve the demo single-page app at ``/demo/``; unset means on in development.
+    "DEMO_SPA": Setting(None, _boolean),
 }
+
+#: Settings that default to on in development and off in production.
+DEVELOPMENT_ONLY = ("DOCS", "REFRESH_COOKIE", "DEMO_SPA")
 
 
 def load_config(
@@ -279,8 +288,9 @@ def load_config(
     if config["DATABASE_URL"] is None:
         database = Path(config["INSTANCE_PATH"]) / "authsvc.db"
         config["DATABASE_URL"] = f"sqlite:///{database}"
-    if config["DOCS"] is None:
-        config["DOCS"] = config["ENV"] == "development"
+    for name in DEVELOPMENT_ONLY:
+        if config[name] is None:
+            config[name] = config["ENV"] == "development"
     if config["MAIL_BACKEND"] is None:
         config["MAIL_BACKEND"] = "console" if config["ENV"] == "development" else "smtp"
     if config["TOTP_ISSUER"] is None:

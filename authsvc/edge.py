@@ -19,6 +19,10 @@ CORS_MAX_AGE = 600
 #: Every method some route answers (flask-cors would also allow PUT, which none
 #: does); a test holds it to the app's routes.
 CORS_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST")
+#: Request headers allowed from a listed origin.
+CORS_HEADERS = ("Authorization", "Content-Type")
+#: The static header of a cookie-based refresh (see ``api/refresh_cookie.py``).
+CSRF_HEADER = "X-Authsvc-CSRF"
 
 #: A WSGI application: (environ, start_response) -> the body's chunks.
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
@@ -105,14 +109,16 @@ def init_app(app: Flask) -> None:
         )
     origins = app.config["CORS_ORIGINS"]
     if origins:
-        # Bearer tokens travel in a header, never in cookies: no credentials mode.
+        # Bearer tokens travel in a header; only the refresh cookie, when it is
+        # offered, needs credentials mode (and its CSRF header), for these origins.
+        cookie = bool(app.config["REFRESH_COOKIE"])
         CORS(
             app,
             origins=list(origins),
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=[*CORS_HEADERS, *([CSRF_HEADER] if cookie else [])],
             expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID"],
             methods=list(CORS_METHODS),
-            supports_credentials=False,
+            supports_credentials=cookie,
             max_age=CORS_MAX_AGE,
             # flask-cors adds Vary: Origin only for several origins (and then a
             # second one beside ours), yet with one the answer still depends on

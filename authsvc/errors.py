@@ -62,6 +62,8 @@ class Code(StrEnum):
     MFA_ALREADY_ENABLED = "mfa_already_enabled"
     MFA_NOT_ENABLED = "mfa_not_enabled"
     INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"
+    # Browser apps: the refresh cookie.
+    CSRF_FAILED = "csrf_failed"
 
 
 #: code -> (status, detail shown when the raiser gives none). A ``Code`` hashes
@@ -111,6 +113,12 @@ CODES: dict[Code, tuple[int, str]] = {
         401,
         "The access token's authentication is too old or of too low a level: "
         "authenticate again.",
+    ),
+    # Browser apps: the refresh cookie.
+    Code.CSRF_FAILED: (
+        403,
+        "A request that relies on the refresh cookie needs the X-Authsvc-CSRF "
+        "header and an allowed Origin.",
     ),
 }
 if set(CODES) != set(Code):

@@ -215,6 +215,8 @@ class OutboxMessage(Base):
     #: Not before then: the next try, or the end of a sender's claim.
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class MfaFactor(Base):
     """A user's TOTP factor: the secret, encrypted, and the last step it accepted.
 

@@ -5,11 +5,12 @@ serves a bare Flask app with one constant JSON route and authsvc itself, both
 under gunicorn with the options ``authsvc serve`` uses (2 sync workers, no
 access log), on free 127.0.0.1 ports. authsvc runs on a fresh SQLite database and,
 when it answers, on a throwaway PostgreSQL database, each seeded with 1,000
-accounts. Rounds of the bare route then GET /me, POST /refresh and POST /login,
-alternately, give the medians printed in a table: requests/s, p50 and p99, and
-throughput as a fraction of the bare route's. Login latency is also given in
-units of one argon2 verification with the service's parameters, at 8
-connections and at 1 (where hashing does not queue).
+accounts. Rounds of the bare route then GET /me, GET /auth/forward (the same
+check, asked by a reverse proxy), POST /refresh and POST /login, alternately,
+give the medians printed in a table: requests/s, p50 and p99, and throughput
+as a fraction of the bare route's. Login latency is also given in units of one
+argon2 verification with the service's parameters, at 8 connections and at 1
+(where hashing does not queue).
 
 The load comes from ``wrk`` when it is on PATH, else from a Python generator
 (processes of threads, one connection per request, as gunicorn's sync workers

@@ -29,12 +29,12 @@ from bench.report import environment, table, versions
 from bench.rounds import Case, Generator, Plan, Row, Series, interleave, rows_of
 from bench.scale import ScaleOutcome, run_scale, scale_report
 from bench.servers import bare_server
-from bench.service import BASE_ACCOUNTS, LOGIN, ME, REFRESH, Service
+from bench.service import BASE_ACCOUNTS, FORWARD, LOGIN, ME, REFRESH, Service
 from bench.wrk import WrkGenerator
 
 BACKENDS = ("sqlite", "postgresql")
 #: What ``--endpoints`` takes, and the endpoint each name measures.
-ENDPOINTS = {"me": ME, "refresh": REFRESH, "login": LOGIN}
+ENDPOINTS = {"me": ME, "forward": FORWARD, "refresh": REFRESH, "login": LOGIN}
 #: What a target for login latency is read against: one argon2 verification.
 LOGIN_TARGET = 1.15
 
@@ -65,7 +65,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="of each server")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument(
-        "--endpoints", default=",".join(ENDPOINTS), help="some of: me, refresh, login"
+        "--endpoints",
+        default=",".join(ENDPOINTS),
+        help="some of: me, forward, refresh, login",
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"))

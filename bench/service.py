@@ -26,6 +26,7 @@ from bench.servers import Server, authsvc_server
 ME = "GET /me"
 REFRESH = "POST /refresh"
 LOGIN = "POST /login"
+FORWARD = "GET /auth/forward"
 #: The bare route, measured beside each endpoint.
 BARE = "bare GET /"
 BARE_LOAD = Load("GET", "/")
@@ -100,6 +101,11 @@ class Service:
             identity = secrets.choice(self.seeded.identities)
             token = self.seeder.access_token(identity)
             return Load("GET", "/me", (("Authorization", f"Bearer {token}"),))
+        if endpoint == FORWARD:
+            # The same check as GET /me, asked by a reverse proxy.
+            identity = secrets.choice(self.seeded.identities)
+            token = self.seeder.access_token(identity)
+            return Load("GET", "/auth/forward", (("Authorization", f"Bearer {token}"),))
         if endpoint == REFRESH:
             tokens = self._take(connections * TOKENS_PER_CONNECTION)
             return Load("POST", "/refresh", JSON_HEADERS, refresh_tokens=tokens)

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = {
     "bare GET /",
     "GET /me",
+    "GET /auth/forward",
     "POST /refresh",
     "POST /login",
     "floor GET /me",

@@ -72,7 +72,9 @@ def cors_headers(response) -> dict[str, str]:
 
 @pytest.fixture
 def cors_app(make_app):
-    return make_app(CORS_ORIGINS=ORIGIN)
+    # Without the refresh cookie: tokens travel in headers only, so no credentials
+    # mode (tests/test_refresh_cookie.py covers CORS with the cookie offered).
+    return make_app(CORS_ORIGINS=ORIGIN, REFRESH_COOKIE=False)
 
 
 @pytest.fixture

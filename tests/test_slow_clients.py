@@ -12,10 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +22,7 @@ import pytest
 from conftest import BACKENDS, create_postgres_database, drop_postgres_database
 from helpers import PASSWORD
 from live import BIN, FAST_HASHING, UNTHROTTLED, LiveServer, clean_env, free_port
+from nginx import running_nginx
 
 from authsvc.server import REQUEST_READ_TIMEOUT
 
@@ -40,8 +38,6 @@ PROBES = 5
 #: Longest the trickling thread may run, whatever happens to the test.
 TRICKLE_FOR = 30.0
 NGINX_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
-#: Seconds nginx may take to start or stop.
-NGINX_WAIT = 15
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -196,7 +192,6 @@ def test_a_connection_that_sends_nothing_is_closed(server):
 @pytest.fixture(scope="module")
 def nginx(server, tmp_path_factory) -> Iterator[int]:
     """Debian's nginx with the shipped server block, in front of ``server``."""
-    program = shutil.which("nginx") or "/usr/sbin/nginx"
     folder = tmp_path_factory.mktemp("nginx")
     port = free_port()
     block = NGINX_CONF.read_text()
@@ -206,52 +201,8 @@ def nginx(server, tmp_path_factory) -> Iterator[int]:
     ):
         assert shipped in block
         block = block.replace(shipped, here)
-    (folder / "authsvc.conf").write_text(block)
-    (folder / "nginx.conf").write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {folder}/body;
-    proxy_temp_path {folder}/proxy;
-    include {folder}/authsvc.conf;
-}}
-"""
-    )
-    process = subprocess.Popen(
-        [
-            program,
-            "-p",
-            str(folder),
-            "-e",
-            str(folder / "error.log"),
-            "-c",
-            str(folder / "nginx.conf"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + NGINX_WAIT
-        while True:
-            assert process.poll() is None, (folder / "error.log").read_text()
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if timed_get(port, "/health/live")[1] == 200:
-                    break
-            assert time.monotonic() < deadline, "nginx did not come up"
-            time.sleep(0.1)
+    with running_nginx(folder, block, port=port, ready=("/health/live", 200)):
         yield port
-    finally:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(NGINX_WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(NGINX_WAIT)
 
 
 def test_through_nginx_others_are_answered_at_once(server, nginx, token):

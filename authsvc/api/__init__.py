@@ -13,7 +13,7 @@ from flask_restx import Api
 from werkzeug.exceptions import BadHost
 
 from ..errors import PROBLEM_MIMETYPE, handle_error
-from . import admin, health, mfa, recovery, sessions, tokens, users
+from . import admin, forward, health, mfa, recovery, sessions, tokens, users
 from .schemas import mfa_required_model, problem_model, step_up_model, user_model
 
 AUTHORIZATIONS = {
@@ -128,9 +128,18 @@ def create_api(app: Flask) -> Api:
     blueprint.after_request(protect_docs)
     for model in (problem_model, user_model, mfa_required_model, step_up_model):
         api.models[model.name] = model
-    for namespace in (sessions.ns, users.ns, admin.ns, tokens.ns, health.ns, mfa.ns):
+    for namespace in (
+        sessions.ns,
+        users.ns,
+        admin.ns,
+        tokens.ns,
+        health.ns,
+        mfa.ns,
+        recovery.ns,
+        # Browser apps and reverse proxies.
+        forward.ns,
+    ):
         api.add_namespace(namespace)
-    api.add_namespace(recovery.ns)
     app.register_blueprint(blueprint)
     return api
 

@@ -12,6 +12,7 @@ from .. import mfa, sessions, stepup
 from ..bearer import bearer_required
 from ..errors import Code
 from ..passwords import MAX_PASSWORD_LENGTH
+from . import refresh_cookie
 from .payload import read_json
 from .schemas import (
     AUTHENTICATION_ERRORS,
@@ -94,6 +95,7 @@ mfa_login_model = ns.model(
             description="From the `mfa_required` answer of POST /login.",
         ),
         "code": _code(required=True),
+        refresh_cookie.TRANSPORT: refresh_cookie.transport_field(),
     },
     strict=True,
 )
@@ -234,7 +236,13 @@ class MfaLogin(Resource):
     """The second step of a login with a second factor."""
 
     @ns.expect(mfa_login_model)
-    @ns.response(200, "Logged in: a new session.", tokens_model)
+    @ns.response(
+        200,
+        "Logged in: a new session. With `refresh_token_transport: cookie`, no "
+        "`refresh_token` member: it is set in the `__Host-authsvc_refresh` cookie.",
+        tokens_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
         responses=problem_responses(
             Code.VALIDATION_ERROR,
@@ -246,13 +254,14 @@ class MfaLogin(Resource):
     )
     def post(self) -> tuple[dict[str, Any], int, dict]:
         """Finish a login with the mfa_token of POST /login and a code."""
-        body = read_json(mfa_login_model)
+        body = read_json(mfa_login_model, rules=refresh_cookie.transport_rules)
         client = sessions.Client(
             user_agent=request.user_agent.string or None,
             ip_address=request.remote_addr,
         )
         return tokens_response(
-            mfa.log_in_with_code(body["mfa_token"], body["code"], client)
+            mfa.log_in_with_code(body["mfa_token"], body["code"], client),
+            body.get(refresh_cookie.TRANSPORT),
         )
 
 

@@ -11,9 +11,10 @@ from flask_restx import Namespace, Resource, fields
 from .. import accounts, sessions
 from ..bearer import bearer_required
 from ..clock import iso
-from ..errors import Code
+from ..errors import Code, Problem
 from ..models import AuthSession
 from ..passwords import MAX_PASSWORD_LENGTH
+from . import refresh_cookie
 from .payload import read_json
 from .schemas import (
     AUTHENTICATION_ERRORS,
@@ -45,6 +46,7 @@ login_model = ns.model(
             max_length=MAX_PASSWORD_LENGTH,
             pattern=TEXT_PATTERN,
         ),
+        refresh_cookie.TRANSPORT: refresh_cookie.transport_field(),
     },
     strict=True,
 )
@@ -52,7 +54,11 @@ refresh_model = ns.model(
     "Refresh",
     {
         "refresh_token": fields.String(
-            required=True, min_length=1, max_length=4096, pattern=TEXT_PATTERN
+            min_length=1,
+            max_length=4096,
+            pattern=TEXT_PATTERN,
+            description="Required, unless the request carries the refresh cookie "
+            "(then `{}`, with the `X-Authsvc-CSRF: 1` header).",
         )
     },
     strict=True,
@@ -90,15 +96,23 @@ tokens_model = ns.model(
         "access_token": fields.String(required=True, description="JWT, `at+jwt`."),
         "token_type": fields.String(required=True, enum=["Bearer"]),
         "expires_in": fields.Integer(required=True, description="Seconds."),
-        "refresh_token": fields.String(required=True, description="Opaque."),
+        "refresh_token": fields.String(
+            description="Opaque; absent with the cookie transport, which sets it in "
+            "the `__Host-authsvc_refresh` cookie instead."
+        ),
         "refresh_expires_in": fields.Integer(required=True, description="Seconds."),
         "session_id": fields.String(required=True),
     },
 )
 
 
-def tokens_response(issued: sessions.IssuedTokens) -> tuple[dict[str, Any], int, dict]:
-    """The body and no-store headers of a token response (RFC 6749 section 5.1)."""
+def tokens_response(
+    issued: sessions.IssuedTokens, transport: str | None = None
+) -> tuple[dict[str, Any], int, dict]:
+    """The body and no-store headers of a token response (RFC 6749 section 5.1).
+
+    With ``transport`` ``"cookie"`` the refresh token goes into the cookie instead.
+    """
     body = {
         "access_token": issued.access_token,
         "token_type": "Bearer",
@@ -107,6 +121,8 @@ def tokens_response(issued: sessions.IssuedTokens) -> tuple[dict[str, Any], int,
         "refresh_expires_in": issued.refresh_expires_in,
         "session_id": issued.session_id,
     }
+    if transport == "cookie":
+        return refresh_cookie.into_cookie(body, TOKEN_HEADERS)
     return body, 200, TOKEN_HEADERS
 
 
@@ -115,7 +131,13 @@ class Login(Resource):
     """Exchange a username (or e-mail) and password for tokens."""
 
     @ns.expect(login_model)
-    @ns.response(200, "Logged in: a new session.", tokens_model)
+    @ns.response(
+        200,
+        "Logged in: a new session. With `refresh_token_transport: cookie`, no "
+        "`refresh_token` member: it is set in the `__Host-authsvc_refresh` cookie.",
+        tokens_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
         responses=with_401_model(
             problem_responses(
@@ -130,13 +152,14 @@ class Login(Resource):
     )
     def post(self) -> tuple[dict[str, Any], int, dict]:
         """Log in and open a new session."""
-        body = read_json(login_model)
+        body = read_json(login_model, rules=refresh_cookie.transport_rules)
         client = sessions.Client(
             user_agent=request.user_agent.string or None,
             ip_address=request.remote_addr,
         )
         return tokens_response(
-            accounts.login(body["username"], body["password"], client)
+            accounts.login(body["username"], body["password"], client),
+            body.get(refresh_cookie.TRANSPORT),
         )
 
 
@@ -145,18 +168,45 @@ class Refresh(Resource):
     """Rotate a refresh token."""
 
     @ns.expect(refresh_model)
-    @ns.response(200, "A new access token and refresh token.", tokens_model)
+    @ns.response(
+        200,
+        "A new access token and refresh token. From the cookie, the successor is "
+        "set in the cookie and left out of the body.",
+        tokens_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
+        params={
+            refresh_cookie.CSRF_HEADER: {
+                "in": "header",
+                "type": "string",
+                "enum": ["1"],
+                "description": "Required when the refresh token comes from the "
+                "`__Host-authsvc_refresh` cookie (with an allowed `Origin`).",
+            }
+        },
         responses=problem_responses(
             Code.VALIDATION_ERROR,
             Code.INVALID_REFRESH_TOKEN,
+            Code.CSRF_FAILED,
             Code.UNSUPPORTED_MEDIA_TYPE,
-        )
+        ),
     )
-    def post(self) -> tuple[dict[str, Any], int, dict]:
+    def post(self) -> tuple[dict[str, Any], int, dict] | Response:
         """Spend a refresh token for new tokens of the same session."""
-        body = read_json(refresh_model)
-        return tokens_response(sessions.refresh(body["refresh_token"]))
+        cookie = refresh_cookie.presented()
+        body = read_json(refresh_model, rules=lambda body: _refresh_rules(body, cookie))
+        if "refresh_token" in body or cookie is None:
+            # A token in the body wins: it is no ambient credential, needs no check.
+            return tokens_response(sessions.refresh(body["refresh_token"]))
+        refresh_cookie.check_csrf()
+        try:
+            issued = sessions.refresh(cookie)
+        except Problem as problem:
+            if problem.code != Code.INVALID_REFRESH_TOKEN:
+                raise
+            return refresh_cookie.refused(problem)
+        return tokens_response(issued, "cookie")
 
 
 @ns.route("/logout")
@@ -166,7 +216,12 @@ class Logout(Resource):
     method_decorators: ClassVar = [bearer_required]
 
     @ns.expect(logout_model)
-    @ns.response(204, "The session is revoked.")
+    @ns.response(
+        204,
+        "The session is revoked; the refresh cookie, if the request carried it, is "
+        "cleared.",
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
         security="bearer",
         # No body at all is the same as ``{}``.
@@ -179,7 +234,9 @@ class Logout(Resource):
         """Revoke the session of the presented token (with `all`: every session)."""
         body = read_json(logout_model, optional=True)
         sessions.logout(current_user, everywhere=bool(body.get("all")))
-        return no_content()
+        response = no_content()
+        response.headers.update(refresh_cookie.clearing_headers())
+        return response
 
 
 @ns.route("/sessions")
@@ -216,6 +273,13 @@ class Session(Resource):
         """Revoke one of the caller's live sessions (log out that device)."""
         sessions.revoke_own_session(current_user, session_id)
         return no_content()
+
+
+def _refresh_rules(body: dict[str, Any], cookie: str | None) -> dict[str, str]:
+    """A refresh body names its token unless the request carries the cookie."""
+    if "refresh_token" not in body and cookie is None:
+        return {"refresh_token": "is required"}
+    return {}
 
 
 def session_json(session: AuthSession, current_id: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ..bearer import check_static_bearer
 from ..errors import Code, Problem
 from ..keys import get_keys
 from ..throttle import Kind, get_throttle
+from . import refresh_cookie
 from .payload import read_form_or_json
 from .schemas import TEXT_PATTERN, problem_responses
 
@@ -122,16 +123,22 @@ class Revoke(Resource):
     """RFC 7009 token revocation, for clients."""
 
     @ns.expect(token_model)
-    @ns.response(200, "Done, whether or not the token was known.", empty_model)
+    @ns.response(
+        200,
+        "Done, whether or not the token was known; the refresh cookie, if the "
+        "request carried it, is cleared.",
+        empty_model,
+        headers=refresh_cookie.SET_COOKIE_DOC,
+    )
     @ns.doc(
         consumes=["application/x-www-form-urlencoded", "application/json"],
         responses=problem_responses(Code.VALIDATION_ERROR, Code.UNSUPPORTED_MEDIA_TYPE),
     )
-    def post(self) -> dict[str, Any]:
+    def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         """Revoke the session of a refresh or access token."""
         body = read_form_or_json(token_model)
         introspection.revoke_token(body["token"], hint=body.get("token_type_hint"))
-        return {}
+        return {}, 200, refresh_cookie.clearing_headers()
 
 
 def _check_introspection_secret() -> None:
