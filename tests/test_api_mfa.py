@@ -243,6 +243,64 @@ def test_the_code_finishes_the_login_like_a_login(client, enrolled, clock):
     assert (refreshed["acr"], refreshed["amr"]) == ("aal2", ["pwd", "otp", "mfa"])
 
 
+def test_the_code_can_put_the_refresh_token_in_the_cookie(app, enrolled, clock):
+    user = enrolled()
+    browser = app.test_client(use_cookies=False)
+    token = mfa_token(browser)
+
+    response = browser.post(
+        "/login/mfa",
+        json={
+            "mfa_token": token,
+            "code": code_at(user.secret, clock),
+            "refresh_token_transport": "cookie",
+        },
+    )
+
+    assert response.status_code == 200, response.json
+    assert response.json.keys() == {
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_expires_in",
+        "session_id",
+    }
+    [cookie] = response.headers.getlist("Set-Cookie")
+    assert cookie.startswith("__Host-authsvc_refresh=")
+    assert cookie.endswith(
+        "; Path=/; Secure; HttpOnly; SameSite=Strict; "
+        f"Max-Age={response.json['refresh_expires_in']}"
+    )
+    refreshed = browser.post(
+        "/refresh",
+        json={},
+        headers={
+            "Cookie": cookie.split(";")[0],
+            "X-Authsvc-CSRF": "1",
+            "Origin": "http://localhost",
+        },
+    )
+    assert refreshed.status_code == 200, refreshed.json
+    assert claims_of(refreshed.json["access_token"])["acr"] == "aal2"
+
+
+def test_the_cookie_transport_of_the_code_step_needs_the_setting(
+    make_app, register, login, clock
+):
+    app = make_app(REFRESH_COOKIE=False)
+    client = app.test_client(use_cookies=False)
+    response = client.post(
+        "/login/mfa",
+        json={"mfa_token": "x", "code": "123456", "refresh_token_transport": "cookie"},
+    )
+    problem(
+        response,
+        "validation_error",
+        400,
+        errors={"refresh_token_transport": "is not offered by this service"},
+    )
+
+
 def test_the_mfa_token_works_once(client, enrolled, clock):
     user = enrolled()
     token = mfa_token(client)
