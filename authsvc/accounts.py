@@ -1,4 +1,4 @@
-"""Accounts: register, authenticate, change passwords, delete.
+"""Accounts: log in (the login pipeline), check and change passwords, delete.
 
 Nothing here knows about HTTP: failures are raised as :class:`Problem` codes and
 the API layer turns them into responses.
@@ -6,24 +6,21 @@ the API layer turns them into responses.
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any, Protocol
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import Select, String, bindparam, delete, select, update
-from sqlalchemy.exc import IntegrityError
 
-from . import audit, clock, outbox, second_factor, sessions, usernames
+from . import audit, clock, outbox, revocation, second_factor, sessions
 from .db import get_db, get_session, rowcount
 from .errors import Code, Problem
 from .models import AuthSession, User
 from .outbox import MessageKind
-from .passwords import get_passwords, password_problem
+from .passwords import get_passwords
 from .principal import Principal
+from .registration import password_policy_problem
 from .throttle import Attempt, Kind, get_throttle
 from .users import (
     canonical,
@@ -31,165 +28,8 @@ from .users import (
     leaves_an_administrator,
     lock_administrators,
     named,
-    normalize,
     why_unchanged,
 )
-
-USERNAME_PATTERN = re.compile(r"[\w.-]{3,64}")
-USERNAME_RULE = "must be 3 to 64 characters of letters, digits, '.', '_' and '-'"
-MAX_EMAIL_LENGTH = 254
-ROLE_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-ROLE_RULE = "1 to 64 characters of letters, digits, '.', '_', ':' or '-'"
-
-
-def register(
-    username: str, password: str, email: str | None = None, *, address: str | None
-) -> User:
-    """Create an account after checking the username, e-mail and password policy."""
-    registration_attempt(address)
-    return create_user(username, password, email=email, send_verification=True)
-
-
-def registration_attempt(address: str | None) -> None:
-    """Refuse if registration is closed; count an attempt from ``address``.
-
-    Every attempt counts, a refused one too: also one the API already found
-    against the policy.
-    """
-    if current_app.config["REGISTRATION"] == "closed":
-        raise Problem(Code.REGISTRATION_CLOSED)
-    get_throttle().attempt(Kind.REGISTRATION, address)
-
-
-def create_user(
-    username: str,
-    password: str,
-    *,
-    email: str | None = None,
-    roles: list[str] | None = None,
-    send_verification: bool = False,
-) -> User:
-    """Insert a user; the same policy for the API and the command line.
-
-    With ``send_verification``, an address gets its verification message, queued
-    in the same transaction.
-    """
-    username = normalize(username)
-    email = normalize(email) if email is not None else None
-    errors = _registration_errors(username, password, email)
-    errors.update(roles_errors(roles or []))
-    if errors:
-        raise Problem(Code.VALIDATION_ERROR, errors=errors)
-    now = clock.now()
-    user = User(
-        id=uuid.uuid4(),
-        username=username,
-        username_key=canonical(username),
-        username_skeleton=usernames.skeleton(canonical(username)),
-        email=email,
-        email_key=canonical(email) if email else None,
-        password_hash=get_passwords().hash(password),
-        is_active=True,
-        roles=sorted(set(roles or [])),
-        created_at=now,
-        updated_at=now,
-        password_changed_at=now,
-    )
-    db = get_session()
-    db.add(user)
-    if send_verification and email:
-        outbox.queue(MessageKind.VERIFY, email, user.id)
-    try:
-        db.commit()
-    except IntegrityError:
-        db.rollback()
-        # Also the unique skeleton: a name that looks like a taken one is taken.
-        raise Problem(
-            Code.ALREADY_EXISTS, "The username or e-mail is already taken."
-        ) from None
-    audit.record("user_created", user_id=user.id)
-    return user
-
-
-def _registration_errors(
-    username: str, password: str, email: str | None
-) -> dict[str, str]:
-    errors = {}
-    if problem := _username_problem(username):
-        errors["username"] = problem
-    if email is not None and not is_valid_email(email):
-        errors["email"] = "must be a valid e-mail address"
-    problem = _password_problem(password, username)
-    if problem:
-        errors["password"] = problem
-    return errors
-
-
-def _username_problem(username: str) -> str | None:
-    # The Unicode rules come first, so a name with a hidden character says so.
-    if problem := usernames.username_problem(username):
-        return problem
-    # Case folding can lengthen a name ("ß" is "ss"), so the key is checked too.
-    if not USERNAME_PATTERN.fullmatch(username) or len(canonical(username)) > 64:
-        return USERNAME_RULE
-    return None
-
-
-def is_valid_email(email: str) -> bool:
-    """Whether ``email`` is an address of a valid form (no DNS look-up)."""
-    # Syntax only: no DNS look-up, no quoted local parts, no IP-address domains.
-    # What is stored stays the NFKC form the caller gave, as before.
-    if len(canonical(email)) > MAX_EMAIL_LENGTH:
-        return False
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
-
-
-def roles_errors(roles: Sequence[str]) -> dict[str, str]:
-    """What is wrong with a set of roles: one rule for creation and administration."""
-    if all(ROLE_PATTERN.fullmatch(role) for role in roles):
-        return {}
-    return {"roles": f"each role must be {ROLE_RULE}"}
-
-
-def _password_problem(password: str, username: str) -> str | None:
-    min_length = current_app.config["PASSWORD_MIN_LENGTH"]
-    return password_problem(password, username=username, min_length=min_length)
-
-
-def registration_errors(fields: Mapping[str, object]) -> dict[str, str]:
-    """What the policy finds wrong with a registration's text fields, all at once.
-
-    For a body whose other fields already failed their schema, so that one answer
-    names every invalid field; fields that are not text are left to the schema.
-    """
-    username, password, email = (fields.get(name) for name in REGISTRATION_FIELDS)
-    errors = _registration_errors(
-        normalize(username) if isinstance(username, str) else "",
-        password if isinstance(password, str) else "",
-        normalize(email) if isinstance(email, str) else None,
-    )
-    return {
-        name: message
-        for name, message in errors.items()
-        if isinstance(fields.get(name), str)
-    }
-
-
-REGISTRATION_FIELDS = ("username", "password", "email")
-
-
-def new_password_errors(
-    password: object, *, username: str, field: str
-) -> dict[str, str]:
-    """What the policy finds wrong with a new password, under its field's name."""
-    if not isinstance(password, str):
-        return {}
-    problem = _password_problem(password, username)
-    return {field: problem} if problem else {}
 
 
 class LoginRow(sessions.Account, Protocol):
@@ -335,18 +175,18 @@ def change_password(
     A wrong current password counts as a failed login of the account.
     """
     user = find_user(principal.id)
-    key = _account_key(user.id, user.username)
-    with get_throttle().attempt(Kind.LOGIN, key, address):
-        if not _verify(user.id, user.password_hash, current_password):
-            audit.record("password_change_failed", user_id=user.id)
-            raise Problem(
-                Code.INVALID_CREDENTIALS, "The current password is incorrect."
-            )
+    check_password(
+        user,
+        current_password,
+        address=address,
+        detail="The current password is incorrect.",
+        event="password_change_failed",
+    )
     replace_password(user, new_password, field="new_password")
     if user.email:
         # Committed with the revocations below.
         outbox.notify(MessageKind.PASSWORD_CHANGED, user.email, user.id)
-    sessions.revoke_sessions(
+    revocation.revoke_sessions(
         (AuthSession.user_id == user.id)
         & (AuthSession.id != uuid.UUID(principal.session_id)),
         reason="password_changed",
@@ -356,7 +196,7 @@ def change_password(
 
 def replace_password(user: User, new_password: str, *, field: str) -> None:
     """Store a new password after the policy; ``field`` names it in a refusal."""
-    problem = _password_problem(new_password, user.username)
+    problem = password_policy_problem(new_password, user.username)
     if problem:
         raise Problem(Code.VALIDATION_ERROR, errors={field: problem})
     now = clock.now()
@@ -366,15 +206,24 @@ def replace_password(user: User, new_password: str, *, field: str) -> None:
     get_session().commit()
 
 
-def check_password(user: User, password: str, *, address: str | None) -> None:
+def check_password(
+    user: User,
+    password: str,
+    *,
+    address: str | None,
+    detail: str = "The password is incorrect.",
+    event: str | None = None,
+) -> None:
     """Refuse with ``invalid_credentials`` unless ``password`` is the user's.
 
-    A wrong one counts as a failed login of the account.
+    A wrong one counts as a failed login of the account (and is audited as
+    ``event`` when one is named).
     """
-    key = _account_key(user.id, user.username)
-    with get_throttle().attempt(Kind.LOGIN, key, address):
-        if not _verify(user.id, user.password_hash, password):
-            raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
+    with login_attempt(user, address):
+        if not password_matches(user, password):
+            if event:
+                audit.record(event, user_id=user.id)
+            raise Problem(Code.INVALID_CREDENTIALS, detail)
 
 
 def delete_account(principal: Principal, password: str, *, address: str | None) -> None:
@@ -383,10 +232,7 @@ def delete_account(principal: Principal, password: str, *, address: str | None) 
     A wrong password counts as a failed login of the account.
     """
     user = find_user(principal.id)
-    key = _account_key(user.id, user.username)
-    with get_throttle().attempt(Kind.LOGIN, key, address):
-        if not _verify(user.id, user.password_hash, password):
-            raise Problem(Code.INVALID_CREDENTIALS, "The password is incorrect.")
+    check_password(user, password, address=address)
     delete_user(user)
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, true, update
 
-from . import audit, clock, sessions
-from .accounts import replace_password, roles_errors
+from . import audit, clock, revocation
+from .accounts import replace_password
 from .db import get_session, rowcount
 from .errors import Code, Problem
 from .models import User
+from .registration import roles_errors
 from .users import (
     ADMIN_ROLE,
     canonical,
@@ -68,11 +69,11 @@ def update_user(
         _apply(user, changes)
     if is_active is not None:
         if not is_active:
-            sessions.revoke_user_sessions(user.id, reason="disabled")
+            revocation.revoke_user_sessions(user.id, reason="disabled")
         event = "account_enabled" if is_active else "account_disabled"
         audit.record(event, user_id=user.id)
     if "roles" in changes:
-        sessions.revoke_user_sessions(user.id, reason="roles_changed")
+        revocation.revoke_user_sessions(user.id, reason="roles_changed")
         audit.record("roles_changed", user_id=user.id, roles=",".join(user.roles))
 
 
@@ -120,5 +121,5 @@ def _apply(user: User, changes: dict[str, Any]) -> None:
 def set_password(user: User, new_password: str) -> None:
     """Replace a user's password (administration); all their sessions end."""
     replace_password(user, new_password, field="password")
-    sessions.revoke_user_sessions(user.id, reason="password_changed")
+    revocation.revoke_user_sessions(user.id, reason="password_changed")
     audit.record("password_changed", user_id=user.id)

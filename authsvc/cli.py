@@ -14,7 +14,15 @@ from flask import Flask
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import accounts, admin, cli_service, create_app, mfa, sessions, throttle
+from . import (
+    admin,
+    cli_service,
+    create_app,
+    mfa,
+    registration,
+    revocation,
+    throttle,
+)
 from .config import ConfigError
 from .errors import Problem
 from .models import User
@@ -90,7 +98,9 @@ def users_create(
     """Create a user, with the same password policy as the API."""
     password = _read_password("Password", from_stdin=password_stdin)
     with _problems_exit():
-        user = accounts.create_user(username, password, email=email, roles=list(roles))
+        user = registration.create_user(
+            username, password, email=email, roles=list(roles)
+        )
     click.echo(f"created user {user.username} ({user.id})")
 
 
@@ -211,7 +221,7 @@ def sessions_group() -> None:
 def sessions_revoke(username: str) -> None:
     """Revoke every live session of a user."""
     user = _find_user(username)
-    revoked = sessions.revoke_user_sessions(user.id, reason="admin")
+    revoked = revocation.revoke_user_sessions(user.id, reason="admin")
     click.echo(f"revoked {_count(revoked, 'session')} of {user.username}")
 
 
@@ -229,7 +239,7 @@ def sessions_prune(batch_size: int) -> None:
 
     And mfa_tokens that expired over a day ago.
     """
-    pruned = sessions.prune_sessions(batch_size=batch_size)
+    pruned = revocation.prune_sessions(batch_size=batch_size)
     click.echo(f"pruned {_count(pruned, 'session')}")
     counters = throttle.prune_counters()
     click.echo(f"pruned {_count(counters, 'expired throttle counter')}")
@@ -246,9 +256,9 @@ def _find_user(username: str) -> User:
 
 
 def _check_role(role: str) -> None:
-    if not accounts.ROLE_PATTERN.fullmatch(role):
+    if not registration.ROLE_PATTERN.fullmatch(role):
         raise click.ClickException(
-            f"invalid role {role!r}: must be {accounts.ROLE_RULE}"
+            f"invalid role {role!r}: must be {registration.ROLE_RULE}"
         )
 
 

@@ -16,7 +16,7 @@ from .errors import Problem
 from .keys import get_keys
 from .models import AuthSession, RefreshToken
 from .principal import load_principal
-from .sessions import revoke_sessions
+from .revocation import revoke_sessions
 from .tokens import AccessClaims, TokenError, hash_opaque_token
 
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from . import audit, otp, second_factor, sessions
+from . import audit, otp, revocation, second_factor, sessions
 from .accounts import login_attempt, password_matches
 from .db import get_session
 from .errors import Code, Problem
@@ -84,7 +84,7 @@ def confirm(principal: Principal, code: str, *, address: str | None) -> list[str
         # Before the attempt ends: SQLite's counters wait for this writer.
         db.commit()
     audit.record("mfa_enabled", user_id=user.id, session_id=session_id)
-    sessions.revoke_sessions(
+    revocation.revoke_sessions(
         (AuthSession.user_id == user.id) & (AuthSession.id != session_id),
         reason="mfa_enabled",
     )
@@ -129,7 +129,7 @@ def reset(user: User) -> None:
     db.commit()
     db.refresh(user)
     audit.record("mfa_reset", user_id=user.id)
-    sessions.revoke_user_sessions(user.id, reason="mfa_reset")
+    revocation.revoke_user_sessions(user.id, reason="mfa_reset")
 
 
 def log_in_with_code(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from . import accounts, audit, clock, codes, outbox, sessions
+from . import accounts, audit, clock, codes, outbox, registration, revocation
 from .codes import Purpose
 from .db import get_session
 from .errors import Code, Problem
@@ -35,7 +35,7 @@ def email_errors(email: object, field: str = "email") -> dict[str, str]:
     """What is wrong with an address given as text, under its field's name."""
     if not isinstance(email, str) or len(email) > MAX_EMAIL_LENGTH:
         return {}
-    if not accounts.is_valid_email(normalize(email)):
+    if not registration.is_valid_email(normalize(email)):
         return {field: INVALID_EMAIL}
     return {}
 
@@ -65,7 +65,7 @@ def reset(
     """
     row = _found(Purpose.RESET, email=email, code=code, token=token)
     user = _owner(row)
-    errors = accounts.new_password_errors(
+    errors = registration.new_password_errors(
         new_password, username=user.username, field="new_password"
     )
     if errors:
@@ -82,7 +82,7 @@ def reset(
     if user.email:
         outbox.add(MessageKind.PASSWORD_RESET, user.email, user.id)
     # Commits the spent code, the password, the notice and the revocations at once.
-    sessions.revoke_user_sessions(user.id, reason="password_reset")
+    revocation.revoke_user_sessions(user.id, reason="password_reset")
     audit.record("password_reset", user_id=user.id)
 
 

@@ -1,4 +1,4 @@
-"""Sessions: open one at login, rotate its refresh tokens, revoke it, list them.
+"""Sessions: open one at login, rotate its refresh tokens, authenticate again.
 
 The rules are RFC 9700's: a refresh token is spent by its one rotation, a token
 presented again after its grace window is reuse and ends its whole session, and
@@ -14,14 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from flask import Flask, current_app
-from sqlalchemy import ColumnElement, delete, select, update
+from sqlalchemy import update
 
 from . import audit, clock, session_store
 from .db import get_session
 from .errors import Code, Problem
 from .keys import get_keys
-from .models import AuthSession, RefreshToken
+from .models import AuthSession
 from .principal import Principal
+from .revocation import revoke_sessions
 from .tokens import derive_key, hash_opaque_token, new_opaque_token
 from .tokens import successor_refresh_token as successor_of
 
@@ -318,92 +319,3 @@ def raise_assurance(session_id: uuid.UUID, assurance: Assurance) -> None:
         .values(acr=assurance.acr, amr=list(assurance.amr))
         .execution_options(synchronize_session=False)
     )
-
-
-def logout(principal: Principal, *, everywhere: bool = False) -> None:
-    """Revoke the caller's session, or with ``everywhere`` every session of theirs."""
-    if everywhere:
-        condition = AuthSession.user_id == uuid.UUID(principal.id)
-    else:
-        condition = AuthSession.id == uuid.UUID(principal.session_id)
-    revoke_sessions(condition, reason="logout")
-    audit.record(
-        "logout", user_id=principal.id, session_id=principal.session_id, all=everywhere
-    )
-
-
-def revoke_sessions(condition: ColumnElement[bool], *, reason: str) -> int:
-    """Mark the live sessions matching ``condition`` revoked, now; count them."""
-    db = get_session()
-    result = db.execute(
-        update(AuthSession)
-        .where(condition, AuthSession.revoked_at.is_(None))
-        .values(revoked_at=clock.now(), revoked_reason=reason)
-        .returning(AuthSession.id, AuthSession.user_id)
-    )
-    revoked = result.all()
-    db.commit()
-    for session_id, user_id in revoked:
-        audit.record(
-            "session_revoked", user_id=user_id, session_id=session_id, reason=reason
-        )
-    return len(revoked)
-
-
-def revoke_user_sessions(user_id: uuid.UUID, *, reason: str) -> int:
-    """Revoke every live session of a user."""
-    return revoke_sessions(AuthSession.user_id == user_id, reason=reason)
-
-
-def list_sessions(principal: Principal) -> list[AuthSession]:
-    """The caller's live sessions, newest first."""
-    return list(
-        get_session().scalars(
-            select(AuthSession)
-            .where(
-                AuthSession.user_id == uuid.UUID(principal.id),
-                AuthSession.revoked_at.is_(None),
-                AuthSession.expires_at > clock.now(),
-            )
-            .order_by(AuthSession.created_at.desc(), AuthSession.id)
-        )
-    )
-
-
-def revoke_own_session(principal: Principal, session_id: str) -> None:
-    """Revoke one of the caller's live sessions; any other id is ``not_found``."""
-    try:
-        key = uuid.UUID(session_id)
-    except ValueError:
-        raise Problem(Code.NOT_FOUND, "No such session.") from None
-    condition = (
-        (AuthSession.id == key)
-        & (AuthSession.user_id == uuid.UUID(principal.id))
-        & (AuthSession.expires_at > clock.now())
-    )
-    if not revoke_sessions(condition, reason="revoked_by_user"):
-        raise Problem(Code.NOT_FOUND, "No such session.")
-
-
-#: Sessions this long past their end or revocation are deleted by ``prune``.
-PRUNE_AFTER = timedelta(days=1)
-
-
-def prune_sessions(*, batch_size: int = 5000) -> int:
-    """Delete sessions that ended or were revoked over a day ago, in small batches.
-
-    Each batch is its own short transaction, so pruning never holds the table
-    for long; refresh tokens go with their session (ON DELETE CASCADE).
-    """
-    db = get_session()
-    cutoff = clock.now() - PRUNE_AFTER
-    dead = (AuthSession.expires_at < cutoff) | (AuthSession.revoked_at < cutoff)
-    deleted = 0
-    while True:
-        ids = db.scalars(select(AuthSession.id).where(dead).limit(batch_size)).all()
-        if not ids:
-            return deleted
-        db.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(ids)))
-        db.execute(delete(AuthSession).where(AuthSession.id.in_(ids)))
-        db.commit()
-        deleted += len(ids)

@@ -22,7 +22,7 @@ from authsvc import create_app
 from authsvc.db import get_db, get_session
 from authsvc.migrations import upgrade
 from authsvc.models import AuthSession, RefreshToken, User
-from authsvc.sessions import prune_sessions
+from authsvc.revocation import prune_sessions
 
 USERS = 1000
 CHUNK = 20_000

@@ -22,7 +22,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import insert
 
-from authsvc import accounts, clock
+from authsvc import clock, registration
 from authsvc.keys import get_keys
 from authsvc.models import AuthSession, RefreshToken, User
 from authsvc.passwords import get_passwords
@@ -72,7 +72,7 @@ class Seeder:
     def bench_user(self, username: str) -> None:
         """Register the user that logs in, through the service's own use case."""
         with self.app.app_context():
-            accounts.create_user(username, self.password)
+            registration.create_user(username, self.password)
 
     def seed_accounts(
         self, count: int, *, keep_every: int = 1, progress: Progress | None = None

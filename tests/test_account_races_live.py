@@ -20,7 +20,7 @@ from helpers import PASSWORD
 from live import TIMEOUT, UNTHROTTLED, LiveServer, Reply, clean_env, serve_command
 from sqlalchemy import select, update
 
-from authsvc import accounts, create_app
+from authsvc import create_app, registration
 from authsvc.db import get_session
 from authsvc.models import User
 from authsvc.passwords import Passwords
@@ -192,7 +192,7 @@ def test_logins_racing_a_password_change_keep_no_session(site):
 @pytest.fixture(scope="module")
 def admin_token(site) -> str:
     with site.app.app_context():
-        accounts.create_user("root", PASSWORD, roles=["admin"])
+        registration.create_user("root", PASSWORD, roles=["admin"])
     reply = site.call("POST", "/login", {"username": "root", "password": PASSWORD})
     assert reply.status == 200, reply
     return reply.body["access_token"]

@@ -35,7 +35,7 @@ import schemathesis
 from helpers import PASSWORD, bearer
 from hypothesis import HealthCheck
 
-from authsvc import accounts, admin, users
+from authsvc import admin, registration, users
 from authsvc.errors import Problem
 
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
@@ -119,7 +119,7 @@ def admin_login(app) -> dict:
         try:
             user = users.find_user_by_name(ADMIN)
         except Problem:
-            user = accounts.create_user(ADMIN, PASSWORD, roles=["admin"])
+            user = registration.create_user(ADMIN, PASSWORD, roles=["admin"])
         if not user.is_active or user.roles != ["admin"]:
             admin.update_user(user, is_active=True, roles=["admin"])
     return login(app, ADMIN)

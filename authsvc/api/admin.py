@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from flask import Response
 from flask_restx import Namespace, Resource, fields
 
-from .. import accounts, admin, mfa, sessions
+from .. import accounts, admin, mfa, registration, revocation
 from ..bearer import roles_required
 from ..clock import iso
 from ..errors import Code
@@ -28,8 +28,8 @@ from .schemas import (
 
 ns = Namespace("admin", description="User administration; needs the role `admin`.")
 
-#: ``accounts.ROLE_PATTERN``, anchored as JSON Schema patterns must be.
-ROLE_PATTERN = rf"^{accounts.ROLE_PATTERN.pattern}$"
+#: ``registration.ROLE_PATTERN``, anchored as JSON Schema patterns must be.
+ROLE_PATTERN = rf"^{registration.ROLE_PATTERN.pattern}$"
 ADMIN_ERRORS = (*AUTHENTICATION_ERRORS, Code.INSUFFICIENT_SCOPE)
 #: What an administrator's change may answer besides: it needs a fresh token.
 CHANGE_ERRORS = (*ADMIN_ERRORS, Code.INSUFFICIENT_USER_AUTHENTICATION)
@@ -184,7 +184,7 @@ class AdminUserSessions(AdminResource):
     def delete(self, user_id: str) -> Response:
         """Log a user out everywhere."""
         user = find_user(user_id)
-        sessions.revoke_user_sessions(user.id, reason="admin")
+        revocation.revoke_user_sessions(user.id, reason="admin")
         return no_content()
 
 

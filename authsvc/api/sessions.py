@@ -8,7 +8,7 @@ from flask import Response, request
 from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
-from .. import accounts, sessions
+from .. import accounts, revocation, sessions
 from ..bearer import bearer_required
 from ..clock import iso
 from ..errors import Code, Problem
@@ -233,7 +233,7 @@ class Logout(Resource):
     def post(self) -> Response:
         """Revoke the session of the presented token (with `all`: every session)."""
         body = read_json(logout_model, optional=True)
-        sessions.logout(current_user, everywhere=bool(body.get("all")))
+        revocation.logout(current_user, everywhere=bool(body.get("all")))
         response = no_content()
         response.headers.update(refresh_cookie.clearing_headers())
         return response
@@ -252,7 +252,7 @@ class Sessions(Resource):
         return {
             "sessions": [
                 session_json(session, current_user.session_id)
-                for session in sessions.list_sessions(current_user)
+                for session in revocation.list_sessions(current_user)
             ]
         }
 
@@ -271,7 +271,7 @@ class Session(Resource):
     )
     def delete(self, session_id: str) -> Response:
         """Revoke one of the caller's live sessions (log out that device)."""
-        sessions.revoke_own_session(current_user, session_id)
+        revocation.revoke_own_session(current_user, session_id)
         return no_content()
 
 

@@ -8,7 +8,7 @@ from flask import Response, request
 from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
-from .. import accounts
+from .. import accounts, registration
 from ..bearer import bearer_required
 from ..errors import Code, Problem
 from ..passwords import MAX_PASSWORD_LENGTH
@@ -100,16 +100,16 @@ class Users(Resource):
     def post(self) -> tuple[dict[str, Any], int]:
         """Create an account."""
         body = read_object()
-        policy = accounts.registration_errors(body)
+        policy = registration.registration_errors(body)
         try:
             checked(registration_model, body, lambda _: policy)
         except Problem as problem:
             # Refused by the policy alone, it is a registration attempt, which
             # counts (and may find registration closed); a malformed one is not.
             if policy.keys() >= (problem.errors or {}).keys():
-                accounts.registration_attempt(request.remote_addr)
+                registration.registration_attempt(request.remote_addr)
             raise
-        user = accounts.register(
+        user = registration.register(
             body["username"],
             body["password"],
             body.get("email"),
@@ -172,6 +172,6 @@ class Password(Resource):
 
 def _new_password_errors(body: dict[str, Any]) -> dict[str, str]:
     # Checked with the rest of the body, before the current password is.
-    return accounts.new_password_errors(
+    return registration.new_password_errors(
         body.get("new_password"), username=current_user.username, field="new_password"
     )
