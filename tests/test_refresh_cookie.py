@@ -123,6 +123,7 @@ def test_the_cookie_is_off_in_production_unless_asked_for():
         "AUTHSVC_ENV": "production",
         "AUTHSVC_SECRET_KEY": "s" * 40,
         "AUTHSVC_DATABASE_URL": "postgresql+psycopg://db/authsvc",
+        "AUTHSVC_SMTP_URL": "smtp://mail.example.com:587?starttls=1",
     }
     assert load_config(environ={})["REFRESH_COOKIE"] is True
     assert load_config(environ=production)["REFRESH_COOKIE"] is False
