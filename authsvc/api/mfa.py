@@ -8,7 +8,7 @@ from flask import Response, request
 from flask_login import current_user
 from flask_restx import Namespace, Resource, fields
 
-from .. import mfa, sessions, stepup
+from .. import mfa, stepup
 from ..bearer import bearer_required
 from ..errors import Code
 from ..passwords import MAX_PASSWORD_LENGTH
@@ -22,7 +22,7 @@ from .schemas import (
     step_up_model,
     with_401_model,
 )
-from .sessions import TOKEN_HEADERS, tokens_model, tokens_response
+from .sessions import TOKEN_HEADERS, request_client, tokens_model, tokens_response
 
 ns = Namespace(
     "mfa",
@@ -255,10 +255,7 @@ class MfaLogin(Resource):
     def post(self) -> tuple[dict[str, Any], int, dict]:
         """Finish a login with the mfa_token of POST /login and a code."""
         body = read_json(mfa_login_model, rules=refresh_cookie.transport_rules)
-        client = sessions.Client(
-            user_agent=request.user_agent.string or None,
-            ip_address=request.remote_addr,
-        )
+        client = request_client()
         return tokens_response(
             mfa.log_in_with_code(body["mfa_token"], body["code"], client),
             body.get(refresh_cookie.TRANSPORT),

@@ -106,6 +106,14 @@ tokens_model = ns.model(
 )
 
 
+def request_client() -> sessions.Client:
+    """The device a login comes from, as its request shows it."""
+    return sessions.Client(
+        user_agent=request.user_agent.string or None,
+        ip_address=request.remote_addr,
+    )
+
+
 def tokens_response(
     issued: sessions.IssuedTokens, transport: str | None = None
 ) -> tuple[dict[str, Any], int, dict]:
@@ -153,10 +161,7 @@ class Login(Resource):
     def post(self) -> tuple[dict[str, Any], int, dict]:
         """Log in and open a new session."""
         body = read_json(login_model, rules=refresh_cookie.transport_rules)
-        client = sessions.Client(
-            user_agent=request.user_agent.string or None,
-            ip_address=request.remote_addr,
-        )
+        client = request_client()
         return tokens_response(
             accounts.login(body["username"], body["password"], client),
             body.get(refresh_cookie.TRANSPORT),
